@@ -1,0 +1,40 @@
+"""Typed errors raised by the library. Only the CLI and the GUI turn them into messages."""
+
+from __future__ import annotations
+
+
+class GsganError(Exception):
+    """Base class of every error this library raises on purpose."""
+
+
+class ConfigError(GsganError, ValueError):
+    """A configuration value, preset name or argument is invalid."""
+
+
+class CheckpointError(GsganError):
+    """A checkpoint file cannot be read or does not describe a valid generator.
+
+    `path` names the file, `problem` says what is wrong with it in words a user can act on.
+    """
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class PlyError(GsganError):
+    """A PLY file cannot be read as a 3D Gaussian splat file."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class RenderBackendError(GsganError, RuntimeError):
+    """The requested rasterizer backend is unavailable (e.g. gsplat failed to compile)."""
+
+
+class CameraError(GsganError, ValueError):
+    """Camera labels or parameters have the wrong shape or values."""
