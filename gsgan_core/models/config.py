@@ -1,0 +1,184 @@
+"""The generator's configuration: one dataclass, plus the presets.
+
+Numbers follow ../shared/reference/gsgan-model.md (GSGAN, Hyun & Heo 2024; CGS-GAN, Barthel et al.
+2025). Where the two papers differ, a field switches between them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from gsgan_core.errors import ConfigError
+
+ATTENTION_KINDS = ("global", "knn", "local")
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    # --- latent and mapping network (StyleGAN2)
+    z_dim: int = 512
+    w_dim: int = 512
+    c_dim: int = 0  # camera-label conditioning of the mapping (GSGAN: 25; CGS-GAN: 0)
+    mapping_layers: int = 2
+    mapping_lr_mul: float = 0.01
+    w_avg_beta: float = 0.998
+
+    # --- hierarchy: one entry per level, coarse to fine
+    num_points: int = 256  # learnable input points = level-0 Gaussians
+    channels: tuple[int, ...] = (512, 512, 512, 256, 128)  # token width of each level's output
+    attention: tuple[str, ...] = ("global", "knn", "knn", "local", "local")  # block kind per level
+    modulated: tuple[bool, ...] = (True, True, True, False, False)  # w-modulated block per level
+    level0_layers: int = 6  # depth of level 0's global transformer
+    num_heads: int = 8
+    knn_k: int = 16  # neighbours of kNN attention (in feature space)
+    up_ratio: int = 4  # children per parent
+    mlp_ratio: int = 4
+
+    # --- residual parameterisation (section 4 of the model reference)
+    split_ratio: float = 2.0  # rho: a child's log-scale is >= log(rho) below a larger-than-pixel parent
+    image_resolution: int = 256  # sets the "larger than a pixel" threshold 1 / R_img
+    position_clamp: float = 1.0  # means clamped to [-p, p] (CGS-GAN: 0.5)
+    soft_clamp: bool = False  # CGS-GAN's f(v) = 20 tanh(0.05 v) on scale/rotation/colour/opacity outputs
+    view_dependent_color: bool = True  # GSGAN: render-head colour sees a 32-d camera-direction embedding
+    view_embed_dim: int = 32
+
+    # --- background (GSGAN) or none (CGS-GAN composites on a random colour instead)
+    background: bool = True
+    background_points: int = 2000
+    background_radius: float = 3.0
+
+    # ------------------------------------------------------------------ derived sizes
+    @property
+    def num_levels(self) -> int:
+        return len(self.channels)
+
+    def gaussians_at_level(self, level: int) -> int:
+        return self.num_points * self.up_ratio**level
+
+    @property
+    def num_foreground_gaussians(self) -> int:
+        return sum(self.gaussians_at_level(level) for level in range(self.num_levels))
+
+    @property
+    def num_background_gaussians(self) -> int:
+        return self.background_points * self.up_ratio if self.background else 0
+
+    @property
+    def num_gaussians(self) -> int:
+        return self.num_foreground_gaussians + self.num_background_gaussians
+
+    @property
+    def ws_per_level(self) -> tuple[int, ...]:
+        """How many w vectors each level consumes (two per modulated block: attention and MLP)."""
+        counts = []
+        for level, modulated in enumerate(self.modulated):
+            blocks = self.level0_layers if level == 0 else 1
+            counts.append(2 * blocks if modulated else 0)
+        return tuple(counts)
+
+    @property
+    def num_ws(self) -> int:
+        """Reference configuration: 12 + 2 + 2 (+ 1 for the background) = 17."""
+        return sum(self.ws_per_level) + (1 if self.background else 0)
+
+    def w_slices(self) -> dict[int | str, slice]:
+        """Which rows of ws [B, num_ws, w_dim] feed which level ("background" for the background)."""
+        out: dict[int | str, slice] = {}
+        start = 0
+        for level, count in enumerate(self.ws_per_level):
+            out[level] = slice(start, start + count)
+            start += count
+        if self.background:
+            out["background"] = slice(start, start + 1)
+        return out
+
+    # ------------------------------------------------------------------ checks and (de)serialisation
+    def __post_init__(self):
+        levels = len(self.channels)
+        if levels < 1:
+            raise ConfigError("channels must name at least one level")
+        if len(self.attention) != levels or len(self.modulated) != levels:
+            raise ConfigError(
+                f"channels, attention and modulated need one entry per level: got {levels}, "
+                f"{len(self.attention)}, {len(self.modulated)}"
+            )
+        for kind in self.attention:
+            if kind not in ATTENTION_KINDS:
+                raise ConfigError(f"unknown attention kind {kind!r}; known: {ATTENTION_KINDS}")
+        if self.attention[0] != "global":
+            raise ConfigError("level 0 has no parents, so its attention must be 'global'")
+        for level, (c, kind) in enumerate(zip(self.channels, self.attention)):
+            width_in = self.channels[max(level - 1, 0)]
+            if width_in % self.num_heads:
+                raise ConfigError(f"level {level}: width {width_in} is not divisible by num_heads={self.num_heads}")
+            if kind == "local" and level < 2:
+                raise ConfigError(f"level {level}: 'local' (sibling) attention needs tokens that have siblings (level >= 2)")
+        if self.split_ratio <= 1:
+            raise ConfigError("split_ratio must be > 1 so children are smaller than their parent")
+        if self.knn_k > self.num_points:
+            raise ConfigError(f"knn_k={self.knn_k} exceeds the number of level-0 tokens {self.num_points}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GeneratorConfig":
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ConfigError(f"unknown generator config keys: {unknown}")
+        values = {}
+        for name, value in data.items():
+            if isinstance(value, list):  # JSON turns tuples into lists
+                value = tuple(value)
+            values[name] = value
+        return cls(**values)
+
+
+def _reference(levels: int, resolution: int) -> GeneratorConfig:
+    return GeneratorConfig(
+        channels=(512, 512, 512, 256, 128, 128)[:levels],
+        attention=("global", "knn", "knn", "local", "local", "local")[:levels],
+        modulated=(True, True, True, False, False, False)[:levels],
+        image_resolution=resolution,
+    )
+
+
+PRESETS: dict[str, GeneratorConfig] = {
+    # The published configurations: 87,296 and 349,440 foreground Gaussians.
+    "ffhq256": _reference(levels=5, resolution=256),
+    "ffhq512": _reference(levels=6, resolution=512),
+    # CPU tests and demos: every mechanism (global, kNN and sibling attention; modulated and
+    # plain blocks; background; view-dependent colour) at small widths and four levels.
+    "tiny": GeneratorConfig(
+        z_dim=64,
+        w_dim=64,
+        num_points=64,
+        channels=(64, 64, 32, 32),
+        attention=("global", "knn", "local", "local"),
+        modulated=(True, True, False, False),
+        level0_layers=2,
+        num_heads=4,
+        knn_k=8,
+        image_resolution=64,
+        view_embed_dim=16,
+        background_points=128,
+    ),
+}
+
+
+def preset(name: str, **overrides) -> GeneratorConfig:
+    """A preset by name, with fields replaced by `overrides` (e.g. preset("tiny", background=False))."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
+    try:
+        return dataclasses.replace(PRESETS[name], **overrides)
+    except TypeError as err:
+        raise ConfigError(f"bad override for preset {name!r}: {err}") from None
+
+
+def level0_log_scale(config: GeneratorConfig) -> float:
+    """Level-0 base log-scale log(1/sqrt(num_points)): points of unit-cube density just touch."""
+    return math.log(1.0 / math.sqrt(config.num_points))

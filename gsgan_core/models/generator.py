@@ -1,0 +1,376 @@
+"""The hierarchical Gaussian generator, top to bottom.
+
+    z ──mapping──> ws [B, num_ws, w_dim]
+                    │
+    256 learnable points ─> tokens ─> level 0: global transformer ─> heads ─> 256 Gaussians
+                                        level 1: kNN block, x4 upsample ─> heads ─> 1,024 Gaussians
+                                        level 2: kNN block, x4 upsample ─> heads ─> 4,096
+                                        level 3+: sibling block (no w), x4 ─> heads ─> x4 each level
+    (optional) 2,000 background points ─> block ─> x4 ─> 8,000 Gaussians on a sphere of radius 3
+
+Each level has two heads: an *anchor* head whose Gaussians are the parents of the next level, and a
+*render* head whose Gaussians are drawn. Both are residuals of the parent anchor (see
+`decode_children`), which is what makes the hierarchy go coarse to fine by construction.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from gsgan_core.gaussians import BACKGROUND_LEVEL, Gaussians
+from gsgan_core.models.config import GeneratorConfig, level0_log_scale
+from gsgan_core.models.layers import Block, EqualLinear, Norm, LayerScale, Upsample
+
+LOG_SCALE_MIN, LOG_SCALE_MAX = -8.0, 0.0
+LEVEL0_OPACITY_LOGIT = math.log(0.1 / 0.9)  # logit(0.1)
+FRONTAL_VIEW_DIR = (0.0, 0.0, -1.0)  # a camera on +z looking at the origin
+
+
+# ====================================================================== mapping network
+def normalize_2nd_moment(x: Tensor, eps: float = 1e-8) -> Tensor:
+    return x * (x.square().mean(dim=-1, keepdim=True) + eps).rsqrt()
+
+
+class MappingNetwork(nn.Module):
+    """StyleGAN2 mapping z (+ camera label c) -> w, broadcast to num_ws rows, with truncation.
+
+    w_avg is tracked during training (beta 0.998) and is the centre of truncation.
+    """
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim = config.z_dim, config.c_dim, config.w_dim
+        self.num_ws, self.w_avg_beta = config.num_ws, config.w_avg_beta
+        self.embed_c = EqualLinear(config.c_dim, config.w_dim) if config.c_dim else None
+        widths = [config.z_dim + (config.w_dim if config.c_dim else 0)] + [config.w_dim] * config.mapping_layers
+        self.layers = nn.ModuleList(
+            EqualLinear(a, b, lr_mul=config.mapping_lr_mul) for a, b in zip(widths[:-1], widths[1:])
+        )
+        self.register_buffer("w_avg", torch.zeros(config.w_dim))
+
+    def forward(
+        self,
+        z: Tensor,  # [B, z_dim]
+        c: Tensor | None = None,  # [B, c_dim] camera labels, if the mapping is pose-conditioned
+        psi: float = 1.0,  # truncation: w = w_avg + psi * (w - w_avg)
+        cutoff: int | None = None,  # truncate only the first `cutoff` rows of ws (None: all)
+        update_w_avg: bool = False,
+    ) -> Tensor:  # ws [B, num_ws, w_dim]
+        x = normalize_2nd_moment(z)
+        if self.embed_c is not None:
+            if c is None:
+                raise ValueError(f"this generator's mapping is conditioned on a {self.c_dim}-d camera label; pass c")
+            x = torch.cat([x, normalize_2nd_moment(self.embed_c(c))], dim=1)
+        for layer in self.layers:
+            x = F.leaky_relu(layer(x), 0.2) * math.sqrt(2)
+        if update_w_avg:
+            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        ws = x.unsqueeze(1).repeat(1, self.num_ws, 1)
+        return truncate(ws, self.w_avg, psi, cutoff)
+
+
+def truncate(ws: Tensor, w_avg: Tensor, psi: float, cutoff: int | None = None) -> Tensor:
+    """ws [B, num_ws, w_dim] pulled toward w_avg [w_dim] by psi in rows [0, cutoff)."""
+    if psi == 1:
+        return ws
+    cutoff = ws.shape[1] if cutoff is None else cutoff
+    out = ws.clone()
+    out[:, :cutoff] = w_avg.lerp(ws[:, :cutoff], psi)
+    return out
+
+
+# ====================================================================== the residual parameterisation
+class Params(NamedTuple):
+    """Unactivated Gaussian parameters of one level, all [B, N, k]."""
+
+    mean: Tensor  # [B, N, 3]
+    log_scale: Tensor  # [B, N, 3]
+    quat: Tensor  # [B, N, 4] (w, x, y, z)
+    color: Tensor  # [B, N, 3] degree-0 SH
+    opacity: Tensor  # [B, N, 1] logit
+
+
+def soft_clamp(v: Tensor) -> Tensor:
+    """CGS-GAN's f(v) = 20 tanh(0.05 v): identity near 0, bounded by +-20."""
+    return 20 * torch.tanh(0.05 * v)
+
+
+def quat_to_rotmat(q: Tensor) -> Tensor:  # [..., 4] (w, x, y, z) -> [..., 3, 3]
+    w, x, y, z = F.normalize(q, dim=-1).unbind(-1)
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    ).unflatten(-1, (3, 3))
+
+
+def decode_level0(d: Params, config: GeneratorConfig) -> Params:
+    """Level 0 has no parent: positions near the origin, scales so 256 points tile the unit cube."""
+    ones = torch.ones_like(d.quat[..., :1])
+    identity = torch.cat([ones, torch.zeros_like(d.quat[..., 1:])], dim=-1)
+    mean = torch.tanh(0.1 * d.mean).clamp(-config.position_clamp, config.position_clamp)
+    log_scale = (level0_log_scale(config) - F.softplus(-d.log_scale)).clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+    return Params(mean, log_scale, identity + d.quat, d.color, LEVEL0_OPACITY_LOGIT + d.opacity)
+
+
+def decode_children(parent: Params, d: Params, config: GeneratorConfig) -> Params:
+    """Children (parent repeated up_ratio times, parent-major) from the head outputs d.
+
+        mean = mean_a + R(q_a) diag(exp(s_a)) tanh(d_mean)   the child stays in its parent's box
+        s    = clamp(s_a' - softplus(-d_s), -8, 0)           strictly smaller than s_a'
+        s_a' = s_a - log(rho) while the parent is larger than a pixel (max exp(s_a) > 1/R_img)
+        q, colour, opacity: plain residuals of the parent's.
+    """
+    parent = Params(*(t.repeat_interleave(config.up_ratio, dim=1) for t in parent))
+    offset_in_parent_frame = parent.log_scale.exp() * torch.tanh(d.mean)  # [B, N, 3]
+    offset = (quat_to_rotmat(parent.quat) @ offset_in_parent_frame.unsqueeze(-1)).squeeze(-1)
+    mean = (parent.mean + offset).clamp(-config.position_clamp, config.position_clamp)
+
+    larger_than_pixel = parent.log_scale.amax(dim=-1, keepdim=True) > -math.log(config.image_resolution)
+    parent_log_scale = parent.log_scale - larger_than_pixel * math.log(config.split_ratio)
+    log_scale = (parent_log_scale - F.softplus(-d.log_scale)).clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+
+    return Params(mean, log_scale, parent.quat + d.quat, parent.color + d.color, parent.opacity + d.opacity)
+
+
+class GaussianHead(nn.Module):
+    """Tokens -> residuals (d_mean 3, d_log_scale 3, d_quat 4, d_colour 3, d_opacity 1).
+
+    With a view embedding, only the colour sees it, so geometry stays view-independent.
+    """
+
+    def __init__(self, channels: int, view_embed_dim: int = 0, soft_clamp: bool = False):
+        super().__init__()
+        self.geometry = nn.Linear(channels, 11)
+        self.color = nn.Linear(channels + view_embed_dim, 3)
+        self.soft_clamp = soft_clamp
+        for layer in (self.geometry, self.color):  # small first steps keep children near their parents
+            layer.weight.data.mul_(0.1)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: Tensor, view_embedding: Tensor | None = None) -> Params:
+        d_mean, d_log_scale, d_quat, d_opacity = self.geometry(x).split([3, 3, 4, 1], dim=-1)
+        if view_embedding is not None:
+            x = torch.cat([x, view_embedding.unsqueeze(1).expand(-1, x.shape[1], -1)], dim=-1)
+        d_color = self.color(x)
+        if self.soft_clamp:
+            d_log_scale, d_quat, d_color, d_opacity = map(soft_clamp, (d_log_scale, d_quat, d_color, d_opacity))
+        return Params(d_mean, d_log_scale, d_quat, d_color, d_opacity)
+
+
+# ====================================================================== synthesis network
+class PointEncoder(nn.Module):
+    """Learnable points -> tokens: random Fourier features of xyz next to a learnable table.
+
+    The points (RMS radius 0.5, through tanh) are only input features; level-0 positions are predicted.
+    """
+
+    def __init__(self, num_points: int, channels: int):
+        super().__init__()
+        self.points = nn.Parameter(torch.randn(num_points, 3) * (0.5 / math.sqrt(3)))
+        self.fourier = nn.Linear(3, channels // 2)
+        nn.init.normal_(self.fourier.weight, std=math.pi)
+        self.table = nn.Parameter(torch.randn(num_points, channels - channels // 2) * 0.1)
+
+    def forward(self, batch_size: int) -> Tensor:  # -> [B, num_points, C]
+        tokens = torch.cat([torch.sin(self.fourier(torch.tanh(self.points))), self.table], dim=-1)
+        return tokens.unsqueeze(0).expand(batch_size, -1, -1)
+
+
+class Level(nn.Module):
+    """One hierarchy level: its blocks (a transformer at level 0), its upsampler (levels >= 1), its heads."""
+
+    def __init__(self, config: GeneratorConfig, level: int):
+        super().__init__()
+        c_in, c_out = config.channels[max(level - 1, 0)], config.channels[level]
+        w_dim = config.w_dim if config.modulated[level] else None
+        depth = config.level0_layers if level == 0 else 1
+        self.blocks = nn.ModuleList(
+            Block(c_in, config.attention[level], w_dim, config.num_heads, config.knn_k, config.mlp_ratio)
+            for _ in range(depth)
+        )
+        self.upsample = Upsample(c_in, c_out, config.up_ratio) if level > 0 else None
+        is_last = level == config.num_levels - 1
+        self.anchor_head = None if is_last else GaussianHead(c_out, soft_clamp=config.soft_clamp)
+        view_dim = config.view_embed_dim if config.view_dependent_color else 0
+        self.render_head = GaussianHead(c_out, view_dim, soft_clamp=config.soft_clamp)
+
+    def forward(self, tokens: Tensor, ws: Tensor | None) -> Tensor:  # ws [B, 2*depth, w_dim] or None
+        for i, block in enumerate(self.blocks):
+            w1, w2 = (None, None) if ws is None else (ws[:, 2 * i], ws[:, 2 * i + 1])
+            tokens = block(tokens, w1, w2)
+        return tokens if self.upsample is None else self.upsample(tokens)
+
+
+class Background(nn.Module):
+    """GSGAN's background: learnable directions -> one w-modulated MLP block -> x4 -> Gaussians on a sphere."""
+
+    def __init__(self, config: GeneratorConfig, channels: int = 128):
+        super().__init__()
+        self.radius = config.background_radius
+        self.up_ratio = config.up_ratio
+        self.encoder = PointEncoder(config.background_points, channels)
+        with torch.no_grad():
+            self.encoder.points.copy_(F.normalize(torch.randn(config.background_points, 3), dim=-1))
+        self.norm = Norm(channels, config.w_dim)
+        self.mlp = nn.Sequential(nn.Linear(channels, 2 * channels), nn.GELU(), nn.Linear(2 * channels, channels))
+        self.layer_scale = LayerScale(channels, config.w_dim)
+        self.upsample = Upsample(channels, channels, config.up_ratio)
+        self.head = GaussianHead(channels, soft_clamp=config.soft_clamp)
+        # Each of the N Gaussians covers about 1/N of the sphere's area: that sets its base size.
+        num = config.background_points * config.up_ratio
+        self.base_log_scale = math.log(1.5 * math.sqrt(4 * math.pi * self.radius**2 / num))
+
+    def forward(self, w: Tensor) -> Params:  # w [B, w_dim]
+        tokens = self.encoder(w.shape[0])
+        tokens = tokens + self.mlp(self.norm(tokens, w)) * self.layer_scale(w)
+        d = self.head(self.upsample(tokens))
+        directions = F.normalize(self.encoder.points, dim=-1).repeat_interleave(self.up_ratio, dim=0)
+        mean = self.radius * F.normalize(directions + 0.05 * torch.tanh(d.mean), dim=-1)
+        log_scale = (self.base_log_scale - F.softplus(-d.log_scale)).clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+        identity = torch.zeros_like(d.quat)
+        identity[..., 0] = 1
+        return Params(mean, log_scale, identity + d.quat, d.color, d.opacity + 2.0)
+
+
+class Generator(nn.Module):
+    """z -> ws (`mapping`), ws -> Gaussians (`synthesize`); `forward` does both."""
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        self.config = config
+        self.mapping = MappingNetwork(config)
+        self.encoder = PointEncoder(config.num_points, config.channels[0])
+        self.levels = nn.ModuleList(Level(config, level) for level in range(config.num_levels))
+        self.background = Background(config) if config.background else None
+        if config.view_dependent_color:
+            self.view_embed = nn.Linear(3, config.view_embed_dim)
+            nn.init.normal_(self.view_embed.weight, std=math.pi)
+        self._hierarchy_cache: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    def forward(
+        self,
+        z: Tensor,  # [B, z_dim]
+        c: Tensor | None = None,  # [B, c_dim] when the mapping is pose-conditioned
+        psi: float = 1.0,
+        cutoff: int | None = None,
+        view_dirs: Tensor | None = None,  # [B, 3]
+    ) -> Gaussians:
+        return self.synthesize(self.mapping(z, c, psi, cutoff), view_dirs)
+
+    def synthesize(
+        self,
+        ws: Tensor,  # [B, num_ws, w_dim]; rows per level given by config.w_slices()
+        view_dirs: Tensor | None = None,  # [B, 3] unit camera forward vectors (view-dependent colour)
+        return_anchors: bool = False,
+    ) -> Gaussians | tuple[Gaussians, list[Params]]:
+        config, slices = self.config, self.config.w_slices()
+        B = ws.shape[0]
+        if ws.shape[1:] != (config.num_ws, config.w_dim):
+            raise ValueError(f"ws must be [B, {config.num_ws}, {config.w_dim}], got {tuple(ws.shape)}")
+        view_embedding = None
+        if config.view_dependent_color:
+            if view_dirs is None:
+                view_dirs = ws.new_tensor(FRONTAL_VIEW_DIR).expand(B, 3)
+            view_embedding = torch.sin(self.view_embed(view_dirs))
+
+        tokens = self.encoder(B)
+        anchors: list[Params] = []
+        rendered: list[Params] = []
+        for level, module in enumerate(self.levels):
+            tokens = module(tokens, ws[:, slices[level]] if config.modulated[level] else None)
+            if level == 0:
+                decode = lambda d: decode_level0(d, config)  # noqa: E731
+            else:
+                decode = lambda d, parent=anchors[-1]: decode_children(parent, d, config)  # noqa: E731
+            rendered.append(decode(module.render_head(tokens, view_embedding)))
+            if module.anchor_head is not None:
+                anchors.append(decode(module.anchor_head(tokens)))
+        if self.background is not None:
+            rendered.append(self.background(ws[:, slices["background"]].squeeze(1)))
+
+        level_index, parent_index = self.hierarchy(ws.device)
+        gaussians = Gaussians(
+            means=torch.cat([p.mean for p in rendered], dim=1),
+            log_scales=torch.cat([p.log_scale for p in rendered], dim=1),
+            quats=torch.cat([p.quat for p in rendered], dim=1),
+            opacity_logits=torch.cat([p.opacity for p in rendered], dim=1).squeeze(-1),
+            sh_dc=torch.cat([p.color for p in rendered], dim=1),
+            level=level_index,
+            parent=parent_index,
+        )
+        return (gaussians, anchors) if return_anchors else gaussians
+
+    def hierarchy(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """level [N] and parent [N] of the output order: levels 0..L-1, then the background."""
+        if device not in self._hierarchy_cache:
+            config = self.config
+            levels, parents, offset = [], [], 0
+            for level in range(config.num_levels):
+                n = config.gaussians_at_level(level)
+                levels.append(torch.full((n,), level))
+                if level == 0:
+                    parents.append(torch.full((n,), -1))
+                else:
+                    previous = config.gaussians_at_level(level - 1)
+                    parents.append(offset - previous + torch.arange(n) // config.up_ratio)
+                offset += n
+            if config.background:
+                n = config.num_background_gaussians
+                levels.append(torch.full((n,), BACKGROUND_LEVEL))
+                parents.append(torch.full((n,), -1))
+            self._hierarchy_cache[device] = (
+                torch.cat(levels).long().to(device),
+                torch.cat(parents).long().to(device),
+            )
+        return self._hierarchy_cache[device]
+
+
+# ====================================================================== functional entry points
+def z_from_seeds(seeds: Sequence[int], z_dim: int, device: torch.device | str = "cpu") -> Tensor:
+    """[len(seeds), z_dim] latents; the same seed gives the same z on every machine (StyleGAN's rule)."""
+    z = np.stack([np.random.RandomState(int(seed)).randn(z_dim) for seed in seeds])
+    return torch.from_numpy(z).float().to(device)
+
+
+def generate(
+    generator: Generator,
+    z: Tensor,  # [B, z_dim]
+    c: Tensor | None = None,  # [B, c_dim] camera labels if the mapping is pose-conditioned
+    psi: float = 1.0,  # truncation strength: 1 = none, 0 = the average w
+    cutoff: int | None = None,  # truncate only ws rows [0, cutoff)
+    view_dirs: Tensor | None = None,  # [B, 3] for view-dependent colour (default: frontal)
+) -> Gaussians:  # means [B, N, 3], ...
+    """z -> Gaussians in one call; for W-space edits call generator.mapping and generator.synthesize."""
+    return generator(z, c, psi, cutoff, view_dirs)
+
+
+def interpolate_ws(ws_a: Tensor, ws_b: Tensor, t: float) -> Tensor:
+    """Linear interpolation in W space: t = 0 gives ws_a, t = 1 gives ws_b."""
+    return ws_a.lerp(ws_b, t)
+
+
+def mix_levels(ws_a: Tensor, ws_b: Tensor, take_b: Sequence[bool], config: GeneratorConfig) -> Tensor:
+    """Style mixing per hierarchy level: level l's rows come from ws_b where take_b[l] is true.
+
+    take_b has one entry per level, then optionally one for the background. Unmodulated levels
+    (3+ in the reference) consume no w, so their entry changes nothing.
+    """
+    slices = config.w_slices()
+    keys: list[int | str] = list(range(config.num_levels)) + (["background"] if config.background else [])
+    if len(take_b) > len(keys):
+        raise ValueError(f"take_b has {len(take_b)} entries; this generator has {len(keys)} mixable parts")
+    out = ws_a.clone()
+    for key, use_b in zip(keys, take_b):
+        if use_b:
+            out[:, slices[key]] = ws_b[:, slices[key]]
+    return out

@@ -1,0 +1,162 @@
+"""Building blocks of the generator: equalised-lr linear layers, w-modulated norms and layerscales,
+the three kinds of attention, the transformer block and the x4 token upsampler.
+
+Token tensors are [B, N, C] throughout (batch, points, channels).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class EqualLinear(nn.Module):
+    """StyleGAN2's fully-connected layer: weights stored at unit scale, scaled at run time.
+
+    The runtime gain lr_mul/sqrt(in) makes Adam's effective learning rate the same for every
+    layer and lets the mapping network learn 100x slower (lr_mul = 0.01) as in the reference.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias_init: float = 0.0, lr_mul: float = 1.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init) / lr_mul))
+        self.weight_gain = lr_mul / math.sqrt(in_features)
+        self.bias_gain = lr_mul
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight * self.weight_gain, self.bias * self.bias_gain)
+
+
+def instance_norm_over_points(x: Tensor, eps: float = 1e-5) -> Tensor:
+    """x: [B, N, C] normalised to zero mean / unit variance over the point axis N."""
+    var, mean = torch.var_mean(x, dim=1, keepdim=True, unbiased=False)
+    return (x - mean) * torch.rsqrt(var + eps)
+
+
+class Norm(nn.Module):
+    """Instance norm over points, then an affine transform.
+
+    Modulated (w_dim given): AdaIN, x_hat * gamma(w) + beta(w) with gamma biased to 1.
+    Plain (w_dim None): a learnable per-channel gamma (init 1) and beta (init 0).
+    """
+
+    def __init__(self, channels: int, w_dim: int | None):
+        super().__init__()
+        self.modulated = w_dim is not None
+        if self.modulated:
+            self.affine = EqualLinear(w_dim, 2 * channels)  # predicts (gamma - 1, beta)
+        else:
+            self.gamma = nn.Parameter(torch.ones(channels))
+            self.beta = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: Tensor, w: Tensor | None) -> Tensor:  # x [B, N, C], w [B, w_dim]
+        x = instance_norm_over_points(x)
+        if not self.modulated:
+            return x * self.gamma + self.beta
+        gamma_minus_one, beta = self.affine(w).unsqueeze(1).chunk(2, dim=-1)
+        return x * (1 + gamma_minus_one) + beta
+
+
+class LayerScale(nn.Module):
+    """Per-channel scale of a residual branch, zero at initialisation so each block starts as identity.
+
+    Modulated: the scale is a function of w (a linear layer initialised to zero).
+    """
+
+    def __init__(self, channels: int, w_dim: int | None):
+        super().__init__()
+        self.modulated = w_dim is not None
+        if self.modulated:
+            self.to_scale = nn.Linear(w_dim, channels)
+            nn.init.zeros_(self.to_scale.weight)
+            nn.init.zeros_(self.to_scale.bias)
+        else:
+            self.scale = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, w: Tensor | None) -> Tensor:  # -> [B, 1, C] or [C]
+        return self.to_scale(w).unsqueeze(1) if self.modulated else self.scale
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention over tokens, in one of three neighbourhoods.
+
+    - "global": every token attends to every token (level 0: 256 tokens).
+    - "knn":    each token attends to its k nearest tokens in feature space (levels 1-2).
+    - "local":  each token attends to its siblings, the up_ratio children of one parent, which the
+                upsampler stores next to each other (levels 3+, tens of thousands of tokens).
+    """
+
+    def __init__(self, channels: int, kind: str, num_heads: int, knn_k: int = 16, group_size: int = 4):
+        super().__init__()
+        self.kind, self.num_heads, self.knn_k, self.group_size = kind, num_heads, knn_k, group_size
+        self.qkv = nn.Linear(channels, 3 * channels)
+        self.proj = nn.Linear(channels, channels)
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, N, C] -> [B, N, C]
+        B, N, C = x.shape
+        H, D = self.num_heads, C // self.num_heads
+        q, k, v = self.qkv(x).view(B, N, 3, H, D).unbind(dim=2)  # each [B, N, H, D]
+        if self.kind == "global":
+            out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+            out = out.transpose(1, 2)
+        elif self.kind == "knn":
+            out = self._knn(x, q, k, v)
+        else:
+            G = self.group_size
+            q, k, v = (t.reshape(B, N // G, G, H, D) for t in (q, k, v))
+            scores = torch.einsum("bgihd,bgjhd->bghij", q, k) / math.sqrt(D)
+            out = torch.einsum("bghij,bgjhd->bgihd", scores.softmax(dim=-1), v)
+        return self.proj(out.reshape(B, N, C))
+
+    def _knn(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        B, N, H, D = q.shape
+        with torch.no_grad():  # the neighbourhood is a choice, not a differentiable quantity
+            neighbours = torch.cdist(x, x).topk(min(self.knn_k, N), dim=-1, largest=False).indices  # [B, N, K]
+        K = neighbours.shape[-1]
+        gather_index = neighbours.reshape(B, N * K, 1, 1).expand(B, N * K, H, D)
+        k_nb = k.gather(1, gather_index).view(B, N, K, H, D)
+        v_nb = v.gather(1, gather_index).view(B, N, K, H, D)
+        scores = torch.einsum("bnhd,bnkhd->bnhk", q, k_nb) / math.sqrt(D)
+        return torch.einsum("bnhk,bnkhd->bnhd", scores.softmax(dim=-1), v_nb)
+
+
+class Block(nn.Module):
+    """x = x + attn(norm(x, w1)) * ls(w1);  x = x + mlp(norm(x, w2)) * ls(w2).  w's are None if unmodulated."""
+
+    def __init__(self, channels: int, kind: str, w_dim: int | None, num_heads: int, knn_k: int, mlp_ratio: int):
+        super().__init__()
+        self.norm1 = Norm(channels, w_dim)
+        self.attn = Attention(channels, kind, num_heads, knn_k)
+        self.ls1 = LayerScale(channels, w_dim)
+        self.norm2 = Norm(channels, w_dim)
+        self.mlp = nn.Sequential(
+            nn.Linear(channels, mlp_ratio * channels), nn.GELU(), nn.Linear(mlp_ratio * channels, channels)
+        )
+        self.ls2 = LayerScale(channels, w_dim)
+
+    def forward(self, x: Tensor, w1: Tensor | None = None, w2: Tensor | None = None) -> Tensor:
+        x = x + self.attn(self.norm1(x, w1)) * self.ls1(w1)
+        return x + self.mlp(self.norm2(x, w2)) * self.ls2(w2)
+
+
+class Upsample(nn.Module):
+    """Each token becomes `ratio` child tokens: expand(x) + skip(x), divided by sqrt(2).
+
+    Children of token p land at rows ratio*p .. ratio*p + ratio-1, so siblings stay adjacent.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, ratio: int):
+        super().__init__()
+        self.ratio, self.out_channels = ratio, out_channels
+        self.expand = nn.Linear(in_channels, ratio * out_channels)
+        self.skip = nn.Linear(in_channels, out_channels)
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, N, C_in] -> [B, N * ratio, C_out]
+        B, N, _ = x.shape
+        children = self.expand(x).view(B, N, self.ratio, self.out_channels)
+        children = (children + self.skip(x).unsqueeze(2)) * (1 / math.sqrt(2))
+        return children.reshape(B, N * self.ratio, self.out_channels)
