@@ -1,0 +1,5 @@
+"""Rendering Gaussians to images: gsplat on CUDA, a pure-PyTorch reference of the same maths elsewhere."""
+
+from .render import RenderOutput, backend_report, render, resolve_backend
+
+__all__ = ["render", "RenderOutput", "resolve_backend", "backend_report"]

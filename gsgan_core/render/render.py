@@ -1,0 +1,164 @@
+"""`render`: the one entry point that turns Gaussians and cameras into images.
+
+Two backends compute the same images: gsplat's CUDA kernels ("gsplat") and a pure-PyTorch port of
+the same maths ("reference", any device, slower). "auto" picks gsplat for CUDA tensors when it
+imports and compiles, else the reference.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from ..errors import CameraError, ConfigError, RenderBackendError
+from ..gaussians import Gaussians
+from . import gsplat_backend
+from .reference import render_reference
+
+BACKENDS = ("auto", "gsplat", "reference")
+_FALLBACK_HINT = 'backend="reference" (pure PyTorch) still works'
+
+# Per-process cache of the gsplat probe: device string -> None (works) or what failed.
+_PROBE_CACHE: dict[str, str | None] = {}
+_WARNED: set[str] = set()
+
+
+@dataclass
+class RenderOutput:
+    rgb: Tensor  # [..., C, H, W, 3] colour, background included
+    alpha: Tensor  # [..., C, H, W, 1] accumulated opacity (1 - final transmittance)
+    depth: Tensor  # [..., C, H, W, 1] expected depth sum(w_i z_i) / alpha; 0 where alpha == 0
+    backend: str  # "gsplat" or "reference": the backend that produced it
+
+
+def _gsplat_problem(device: torch.device) -> str | None:
+    """None if gsplat works on `device`, else what failed (probed once per process and device)."""
+    if device.type != "cuda":
+        return gsplat_backend.probe(device)  # cheap, not cached
+    if device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    key = str(device)
+    if key not in _PROBE_CACHE:
+        _PROBE_CACHE[key] = gsplat_backend.probe(device)
+    return _PROBE_CACHE[key]
+
+
+def resolve_backend(device: torch.device | str, requested: str = "auto") -> str:
+    """The backend `render` will use for tensors on `device`: "gsplat" or "reference".
+
+    Raises RenderBackendError if "gsplat" was asked for and cannot work; in "auto" mode such a
+    failure on a CUDA device warns once and falls back to the reference.
+    """
+    if requested not in BACKENDS:
+        raise ConfigError(f"unknown render backend {requested!r}; choose one of {', '.join(BACKENDS)}")
+    device = torch.device(device)
+    if requested == "reference":
+        return "reference"
+    if requested == "auto" and device.type != "cuda":
+        return "reference"  # the normal CPU case: nothing to warn about
+    problem = _gsplat_problem(device)
+    if problem is None:
+        return "gsplat"
+    message = f"render backend gsplat is unavailable: {problem}; {_FALLBACK_HINT}"
+    if requested == "gsplat":
+        raise RenderBackendError(message)
+    if str(device) not in _WARNED:
+        _WARNED.add(str(device))
+        warnings.warn(message + " (falling back to it now)", RuntimeWarning, stacklevel=3)
+    return "reference"
+
+
+def backend_report(device: torch.device | str) -> str:
+    """One line for a GUI or CLI, e.g. "gsplat 1.5.3 (CUDA, NVIDIA H100)" or
+    "reference (PyTorch, CPU)"."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return f"reference (PyTorch, {device.type.upper()})"
+    problem = _gsplat_problem(device)
+    if problem is None:
+        return f"gsplat {gsplat_backend.gsplat_version()} (CUDA, {torch.cuda.get_device_name(device)})"
+    return f"reference (PyTorch, CUDA; gsplat unavailable: {problem})"
+
+
+def _backgrounds(background, batch_shape: torch.Size, C: int, like: Tensor) -> Tensor:
+    """[..., C, 3] background colours from None (black), 3 floats, [3] or [..., C, 3]."""
+    if background is None:
+        bg = torch.zeros(3, device=like.device, dtype=like.dtype)
+    else:
+        bg = torch.as_tensor(background, device=like.device, dtype=like.dtype)
+    shape = (*batch_shape, C, 3)
+    try:
+        return torch.broadcast_to(bg, shape)
+    except RuntimeError:
+        raise CameraError(
+            f"background must be [3] or [..., C, 3] = {list(shape)}, got {list(bg.shape)}"
+        ) from None
+
+
+def render(
+    gaussians: Gaussians,  # means [..., N, 3], log_scales [..., N, 3], quats [..., N, 4], ...
+    viewmats: Tensor,  # [..., C, 4, 4] world-to-camera = inverse(cam2world), OpenCV axes
+    Ks: Tensor,  # [..., C, 3, 3] intrinsics in pixels
+    width: int,
+    height: int,
+    background: Tensor | Sequence[float] | None = None,  # [3] or [..., C, 3]; None = black
+    backend: str = "auto",  # "auto" | "gsplat" | "reference"
+    near_plane: float = 0.01,
+    far_plane: float = 1e10,
+) -> RenderOutput:
+    """Renders every scene of the batch from its cameras, in one go.
+
+    The batch dims `...` of the Gaussians and of viewmats/Ks must be equal (e.g. Gaussians [B, N]
+    with cameras [B, C]); unbatched Gaussians [N] take cameras [C]. Returns rgb [..., C, H, W, 3],
+    alpha [..., C, H, W, 1] and expected depth [..., C, H, W, 1] (gsplat's "RGB+ED").
+    """
+    batch = gaussians.batch_shape
+    if viewmats.shape[-2:] != (4, 4) or Ks.shape[-2:] != (3, 3):
+        raise CameraError(
+            f"viewmats must be [..., C, 4, 4] and Ks [..., C, 3, 3], got {list(viewmats.shape)} "
+            f"and {list(Ks.shape)}"
+        )
+    if viewmats.shape[:-2] != Ks.shape[:-2] or viewmats.shape[:-3] != batch:
+        raise CameraError(
+            f"camera batch dims must equal the Gaussians' {list(batch)} (+ [C]): viewmats "
+            f"{list(viewmats.shape)}, Ks {list(Ks.shape)}"
+        )
+    C = viewmats.shape[-3]
+    means = gaussians.means
+    viewmats = viewmats.to(device=means.device, dtype=means.dtype)
+    Ks = Ks.to(device=means.device, dtype=means.dtype)
+    bgs = _backgrounds(background, batch, C, means)
+    inputs = dict(
+        means=means,
+        quats=gaussians.unit_quats,
+        scales=gaussians.scales,
+        opacities=gaussians.opacities,
+        colors=gaussians.rgbs,
+        viewmats=viewmats,
+        Ks=Ks,
+        width=int(width),
+        height=int(height),
+        backgrounds=bgs,
+        near_plane=float(near_plane),
+        far_plane=float(far_plane),
+    )
+
+    used = resolve_backend(means.device, backend)
+    if used == "gsplat":
+        rgb, alpha, depth = gsplat_backend.render_gsplat(**inputs)
+        return RenderOutput(rgb, alpha, depth, "gsplat")
+
+    # The reference works on exactly one batch dim: flatten `...` into B (B = 1 when unbatched).
+    flat = {
+        k: (v.reshape(-1, *v.shape[len(batch):]) if isinstance(v, Tensor) else v)
+        for k, v in inputs.items()
+    }
+    rgb, alpha, depth = render_reference(**flat)
+    out_shape = (*batch, C, int(height), int(width))
+    return RenderOutput(
+        rgb.reshape(*out_shape, 3), alpha.reshape(*out_shape, 1), depth.reshape(*out_shape, 1), "reference"
+    )
