@@ -1,0 +1,29 @@
+"""Console scripts. Each `*_main` parses arguments, calls the library, and is the only place that
+turns the library's typed errors into a message and an exit code."""
+
+from __future__ import annotations
+
+import sys
+
+NOT_IMPLEMENTED_EXIT = 2
+
+
+def _not_implemented(command: str, what: str) -> int:
+    print(f"{command}: not implemented yet ({what} has not landed).", file=sys.stderr)
+    return NOT_IMPLEMENTED_EXIT
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    return _not_implemented("gsgan-train", "headless training")
+
+
+def dataset_main(argv: list[str] | None = None) -> int:
+    return _not_implemented("gsgan-dataset", "the dataset tools")
+
+
+def render_main(argv: list[str] | None = None) -> int:
+    return _not_implemented("gsgan-render", "headless video rendering")
+
+
+def export_main(argv: list[str] | None = None) -> int:
+    return _not_implemented("gsgan-export", "PLY export from the command line")
