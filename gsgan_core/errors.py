@@ -38,3 +38,19 @@ class RenderBackendError(GsganError, RuntimeError):
 
 class CameraError(GsganError, ValueError):
     """Camera labels or parameters have the wrong shape or values."""
+
+
+class DatasetError(GsganError):
+    """A training dataset (folder or .zip with dataset.json) is missing, malformed or inconsistent.
+
+    `path` names the dataset or the file inside it, `problem` says what is wrong in words a user can act on.
+    """
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class TrainingError(GsganError, RuntimeError):
+    """Training cannot go on: a non-finite loss, or a training-state file that does not fit the run."""
