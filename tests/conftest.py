@@ -2,24 +2,13 @@ import pytest
 import torch
 
 from gsgan_core.models.config import preset
-from gsgan_core.models.generator import Generator
-from gsgan_core.models.layers import LayerScale
+from gsgan_core.models.generator import Generator, randomize_layer_scales
 
 
 def random_generator(name: str = "tiny", seed: int = 0, **overrides) -> Generator:
-    """A generator with random weights *including* the layerscales.
-
-    The reference initialises every layerscale to zero, so an untrained generator ignores w
-    entirely; tests of latent behaviour need the blocks switched on, as training would.
-    """
+    """A generator with random weights *including* the layerscales (see randomize_layer_scales)."""
     torch.manual_seed(seed)
-    generator = Generator(preset(name, **overrides))
-    with torch.no_grad():
-        for module in generator.modules():
-            if isinstance(module, LayerScale):
-                for p in module.parameters():
-                    p.normal_(0, 0.3)
-    return generator.eval()
+    return randomize_layer_scales(Generator(preset(name, **overrides))).eval()
 
 
 @pytest.fixture(scope="session")

@@ -354,6 +354,21 @@ def generate(
     return generator(z, c, psi, cutoff, view_dirs)
 
 
+def randomize_layer_scales(generator: Generator, std: float = 0.3) -> Generator:
+    """Random (non-zero) layerscales, in place, using torch's global RNG.
+
+    The reference initialises every layerscale to zero, so an untrained generator ignores w:
+    every seed gives the same scene. Tests, demos and benchmarks of an untrained model call this
+    so that latents matter and every block does its share of the work, as after training.
+    """
+    with torch.no_grad():
+        for module in generator.modules():
+            if isinstance(module, LayerScale):
+                for p in module.parameters():
+                    p.normal_(0, std)
+    return generator
+
+
 def interpolate_ws(ws_a: Tensor, ws_b: Tensor, t: float) -> Tensor:
     """Linear interpolation in W space: t = 0 gives ws_a, t = 1 gives ws_b."""
     return ws_a.lerp(ws_b, t)
