@@ -1,0 +1,148 @@
+"""Generator + rasterizer speed and peak memory for the reference presets, on one CUDA GPU.
+
+    python benchmarks/bench_core.py [--out DIR] [--iters 50]
+
+For ffhq256 at 256x256 and ffhq512 at 512x512, batch 1 and 8, random weights (layerscales
+switched on so every block works as after training): the time to generate Gaussians from w
+(mapping + synthesis) in several execution modes, the time to rasterize them with gsplat
+(one camera per scene), and the peak GPU memory of generate + render. Medians after warm-up,
+synchronised. Prints a table last; writes the raw numbers as JSON to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gsgan_core.cameras import orbit_camera, to_rasterizer  # noqa: E402
+from gsgan_core.models.config import preset  # noqa: E402
+from gsgan_core.models.generator import Generator, randomize_layer_scales, z_from_seeds  # noqa: E402
+from gsgan_core.models.graphed import GraphedSynthesis  # noqa: E402
+from gsgan_core.render import backend_report, render  # noqa: E402
+
+CASES = [("ffhq256", 256), ("ffhq512", 512)]
+BATCHES = [1, 8]
+TARGET_MS = {"ffhq256": 1.5, "ffhq512": 2.0}  # per image at batch 1, generator + rasterizer
+PUBLISHED_MS = {"ffhq256": 2.7, "ffhq512": 3.0}  # GSGAN paper
+
+
+def median_ms(fn, iters: int, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    samples = []
+    for _ in range(iters):
+        start = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(samples)
+
+
+def set_tf32(enabled: bool) -> None:
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("out"))
+    parser.add_argument("--iters", type=int, default=50)
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        print("bench_core needs a CUDA GPU", file=sys.stderr)
+        return 2
+    device = torch.device("cuda")
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"device: {torch.cuda.get_device_name(device)}; torch {torch.__version__}; render: {backend_report(device)}")
+
+    results = []
+    for name, resolution in CASES:
+        torch.manual_seed(0)
+        generator = randomize_layer_scales(Generator(preset(name))).to(device).eval().requires_grad_(False)
+        for batch in BATCHES:
+            z = z_from_seeds(range(batch), generator.config.z_dim, device)
+            cam2world, K = orbit_camera(yaw=torch.linspace(-0.4, 0.4, batch), pitch=0.1, device=device)
+            viewmats, Ks = to_rasterizer(cam2world, K, resolution, resolution)
+            viewmats, Ks = viewmats[:, None], Ks[:, None]  # one camera per scene: [B, 1, ...]
+            with torch.no_grad():
+                ws = generator.mapping(z, psi=0.7)
+                view_dirs = cam2world[:, :3, 2]
+
+                def gen_eager():
+                    return generator.synthesize(generator.mapping(z, psi=0.7), view_dirs)
+
+                def gen_bf16():
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        return gen_eager()
+
+                modes = {}
+                set_tf32(False)
+                modes["eager fp32"] = median_ms(gen_eager, args.iters)
+                set_tf32(True)
+                modes["eager tf32"] = median_ms(gen_eager, args.iters)
+                modes["eager bf16"] = median_ms(gen_bf16, args.iters)
+                graphed = GraphedSynthesis(generator, batch)
+                reference = gen_eager()
+                replayed = graphed(ws, view_dirs)
+                graph_error = float((replayed.means - reference.means).abs().max())
+                modes["graph tf32"] = median_ms(
+                    lambda: graphed(generator.mapping(z, psi=0.7), view_dirs, clone=False), args.iters
+                )
+                gaussians = reference
+                render_ms = median_ms(
+                    lambda: render(gaussians, viewmats, Ks, resolution, resolution, backend="gsplat"), args.iters
+                )
+                best_mode = min(("eager tf32", "graph tf32"), key=modes.get)
+                del graphed
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+                base = torch.cuda.memory_allocated(device)
+                out = render(gen_eager(), viewmats, Ks, resolution, resolution, backend="gsplat")
+                torch.cuda.synchronize()
+                peak_mib = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+                assert out.rgb.shape == (batch, 1, resolution, resolution, 3)
+            row = {
+                "preset": name,
+                "resolution": resolution,
+                "batch": batch,
+                "gaussians": gaussians.num_gaussians,
+                "generator_ms": modes,
+                "graph_max_abs_diff": graph_error,
+                "render_ms": render_ms,
+                "best_generator_mode": best_mode,
+                "total_ms_per_image": (modes[best_mode] + render_ms) / batch,
+                "peak_mib": peak_mib,
+            }
+            results.append(row)
+            print(json.dumps(row), flush=True)
+        del generator
+        torch.cuda.empty_cache()
+
+    (args.out / "bench_core.json").write_text(json.dumps({"device": torch.cuda.get_device_name(device), "rows": results}, indent=1))
+    print()
+    print("| preset | res | batch | Gaussians | G eager fp32 | G eager tf32 | G eager bf16 | G graph tf32 | render | total / image | peak MiB | target / image |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        g = r["generator_ms"]
+        target = f"{TARGET_MS[r['preset']]} ms" if r["batch"] == 1 else "-"
+        print(
+            f"| {r['preset']} | {r['resolution']} | {r['batch']} | {r['gaussians']:,} | {g['eager fp32']:.2f} | "
+            f"{g['eager tf32']:.2f} | {g['eager bf16']:.2f} | {g['graph tf32']:.2f} | {r['render_ms']:.2f} | "
+            f"{r['total_ms_per_image']:.2f} | {r['peak_mib']:.0f} | {target} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
