@@ -328,3 +328,20 @@ def test_gsplat_and_reference_agree_on_cuda():
     for seed, p_rgb, p_alpha in results:
         assert p_rgb >= PARITY_THRESHOLD_DB, f"seed {seed}: rgb PSNR {p_rgb:.2f} < {PARITY_THRESHOLD_DB}"
         assert p_alpha >= PARITY_THRESHOLD_DB, f"seed {seed}: alpha PSNR {p_alpha:.2f} < {PARITY_THRESHOLD_DB}"
+
+
+def test_auto_falls_back_with_one_warning_when_gsplat_fails(monkeypatch):
+    import sys
+    import warnings
+
+    render_module = sys.modules["gsgan_core.render.render"]  # the module, not the function
+
+    monkeypatch.setattr(render_module, "_gsplat_problem", lambda device: "its CUDA JIT compile failed")
+    monkeypatch.setattr(render_module, "_WARNED", set())
+    with pytest.warns(RuntimeWarning, match='compile failed.*backend="reference"'):
+        assert resolve_backend("cuda:0", "auto") == "reference"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a second call must not warn again
+        assert resolve_backend("cuda:0", "auto") == "reference"
+    with pytest.raises(RenderBackendError, match='compile failed.*backend="reference"'):
+        resolve_backend("cuda:0", "gsplat")
