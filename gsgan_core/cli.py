@@ -22,8 +22,13 @@ def dataset_main(argv: list[str] | None = None) -> int:
 
 
 def render_main(argv: list[str] | None = None) -> int:
-    return _not_implemented("gsgan-render", "headless video rendering")
+    # The explorer's engine renders, so the command line and the GUI give the same frames.
+    from explorer.commands import render_command
+
+    return render_command(argv)
 
 
 def export_main(argv: list[str] | None = None) -> int:
-    return _not_implemented("gsgan-export", "PLY export from the command line")
+    from explorer.commands import export_command
+
+    return export_command(argv)
