@@ -1,0 +1,483 @@
+"""The headless engine: model, caches and camera in, a frame (a numpy image) out. No UI here.
+
+Three caches, each keyed by exactly what its result depends on, so the engine recomputes only
+what the last state change touched:
+
+    raw Gaussians     (checkpoint, seeds, interp, psi, cutoff, mixing, directions)   -> generator
+    shown Gaussians   (raw key, level filter, colour-by-level, dots, scale, selection) -> cheap edits
+    frame             (shown key, camera, resolution, mode, background)              -> rasterizer
+
+A camera move only misses the frame cache, so it never reruns the generator. The engine must not
+import dearpygui: the GPU benchmark and `gsgan-render` use it on machines without it.
+Every public method takes the engine's lock, so a recording thread and the UI can share it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Hashable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gsgan_core.cameras import OrbitPose, cameras_to_labels, to_rasterizer
+from gsgan_core.errors import ConfigError
+from gsgan_core.gaussians import BACKGROUND_LEVEL, SH_C0, Gaussians
+from gsgan_core.io.checkpoint import CheckpointInfo, load_checkpoint
+from gsgan_core.models.generator import Generator, interpolate_ws, mix_levels, z_from_seeds
+from gsgan_core.render import backend_report, render
+
+from .state import LEVEL_MODES, RENDER_MODES, CameraState, ExplorerState, LatentState, LevelState, RenderSettings
+from .viewer_camera import camera_from_orbit_pose, viewer_cameras
+
+# Level colours, coarse to fine (then cycling); the background is grey.
+LEVEL_PALETTE = (
+    (0.90, 0.22, 0.20),
+    (0.96, 0.62, 0.12),
+    (0.35, 0.75, 0.30),
+    (0.20, 0.55, 0.92),
+    (0.58, 0.35, 0.85),
+    (0.88, 0.40, 0.70),
+)
+BACKGROUND_COLOUR = (0.55, 0.55, 0.55)
+DIMMED_COLOUR_FACTOR = 0.25  # Gaussians outside a selected subtree: darker ...
+DIMMED_OPACITY_FACTOR = 0.15  # ... and mostly transparent
+DOT_SIZE = 0.004  # world-space standard deviation of a "centres as dots" Gaussian
+PICK_MIN_ALPHA = 0.2  # clicking where the image is this transparent clears the selection
+# A 5-stop approximation of the turbo colormap: near is warm, far is cool.
+_DEPTH_STOPS = np.array(
+    [[0.98, 0.90, 0.20], [0.98, 0.50, 0.10], [0.85, 0.15, 0.15], [0.35, 0.20, 0.70], [0.10, 0.10, 0.35]],
+    dtype=np.float32,
+)
+
+
+@dataclass
+class Frame:
+    image: np.ndarray  # [H, W, 3] uint8, on the host
+    num_gaussians: int  # how many Gaussians were drawn
+    key: Hashable  # the frame-cache key; equal keys mean equal images
+
+
+@dataclass
+class EngineStats:
+    """Timings of the last computation of each stage (milliseconds) and how often each ran."""
+
+    generator_ms: float = 0.0
+    render_ms: float = 0.0  # rasterizer + colour mapping + copy to the host
+    generator_calls: int = 0
+    render_calls: int = 0
+    num_gaussians: int = 0
+
+
+@dataclass
+class _RenderedFrame:
+    frame: Frame
+    depth: Tensor  # [H, W] expected depth, on the device (for picking)
+    alpha: Tensor  # [H, W]
+    cam2world: Tensor  # [4, 4]
+    K_norm: Tensor  # [3, 3]
+    shown_index: Tensor  # [M] indices into the raw Gaussians of the Gaussians drawn
+
+
+class _LRU:
+    def __init__(self, size: int):
+        self.size, self.items = size, OrderedDict()
+
+    def get(self, key: Hashable, make: Callable[[], Any]) -> Any:
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
+        value = make()
+        self.items[key] = value
+        while len(self.items) > self.size:
+            self.items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        self.items.clear()
+
+
+def level_colours(level: Tensor) -> Tensor:  # [N] int64 -> [N, 3] RGB in [0, 1]
+    palette = torch.tensor(LEVEL_PALETTE + (BACKGROUND_COLOUR,), dtype=torch.float32, device=level.device)
+    index = torch.where(level == BACKGROUND_LEVEL, len(LEVEL_PALETTE), level % len(LEVEL_PALETTE))
+    return palette[index]
+
+
+def shown_mask(level: Tensor, levels: LevelState) -> Tensor:  # [N] int64 -> [N] bool
+    """Which Gaussians the level filter keeps."""
+    if levels.mode not in LEVEL_MODES:
+        raise ConfigError(f"unknown level mode {levels.mode!r}; choose one of {', '.join(LEVEL_MODES)}")
+    if levels.mode == "all":
+        mask = level >= 0
+    elif levels.mode == "up_to":
+        mask = (level >= 0) & (level <= levels.level)
+    else:
+        mask = level == levels.level
+    if levels.background:
+        mask = mask | (level == BACKGROUND_LEVEL)
+    return mask
+
+
+def keep_levels(gaussians: Gaussians, levels: list[int] | None, background: bool) -> Gaussians:
+    """The Gaussians of the listed levels (None: every level), with or without the background."""
+    mask = gaussians.level >= 0
+    if levels is not None:
+        mask = torch.isin(gaussians.level, torch.tensor(levels, dtype=torch.long, device=gaussians.level.device))
+    if background:
+        mask = mask | (gaussians.level == BACKGROUND_LEVEL)
+    return gaussians.select(mask)
+
+
+def _with_rgb(gaussians: Gaussians, rgb: Tensor) -> Gaussians:  # rgb [..., N, 3]
+    return replace(gaussians, sh_dc=(rgb - 0.5) / SH_C0)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Engine:
+    """Turns an `ExplorerState` into frames, recomputing only what changed.
+
+    `device`: where the generator and rasterizer run. `precision`: "fp32" or "bf16" (autocast of
+    the generator on CUDA; the rasterizer always gets float32).
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str = "cpu",
+        backend: str = "auto",
+        precision: str = "fp32",
+        num_directions: int = 5,
+        direction_samples: int = 2000,
+    ):
+        if precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        self.device = torch.device(device)
+        self.backend = backend
+        self.precision = precision
+        self.num_directions = num_directions
+        self.direction_samples = direction_samples
+        self.generator: Generator | None = None
+        self.info: CheckpointInfo | None = None
+        self.stats = EngineStats()
+        self.directions: Tensor | None = None  # [k, w_dim] unit principal directions of W
+        self.direction_stds: Tensor | None = None  # [k] standard deviation of w along each
+        self._generation = 0  # bumps on every load so cache keys of another model never match
+        self._c: Tensor | None = None  # [1, c_dim] conditioning label for pose-conditioned mappings
+        self._raw = _LRU(8)
+        self._shown = _LRU(8)
+        self._frames = _LRU(4)
+        self._last_frame: _RenderedFrame | None = None
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ model
+    @property
+    def loaded(self) -> bool:
+        return self.generator is not None
+
+    def load(self, path: str | Path) -> CheckpointInfo:
+        """Loads a checkpoint. On any error (CheckpointError, ...) the previous model stays loaded."""
+        generator, info = load_checkpoint(path, self.device)
+        self.set_generator(generator, info)
+        return info
+
+    def set_generator(self, generator: Generator, info: CheckpointInfo | None = None) -> None:
+        """Uses an in-memory generator (tests, benchmarks); `info` defaults to the config's facts."""
+        generator = generator.to(self.device).eval().requires_grad_(False)
+        info = info or CheckpointInfo(path="<in memory>", config=generator.config)
+        directions, stds = self._principal_directions(generator, info)
+        with self._lock:
+            self.generator, self.info = generator, info
+            self.directions, self.direction_stds = directions, stds
+            self._c = None
+            if generator.config.c_dim:
+                cam2world, K_norm = info.camera.cameras(device=self.device, dtype=torch.float32)
+                self._c = cameras_to_labels(cam2world, K_norm)[None]  # [1, 25]
+            self._generation += 1
+            for cache in (self._raw, self._shown, self._frames):
+                cache.clear()
+            self._last_frame = None
+
+    def default_camera(self) -> CameraState:
+        """The checkpoint's default view (the FFHQ view when nothing is loaded)."""
+        pose = self.info.camera if self.info is not None else OrbitPose()
+        return camera_from_orbit_pose(pose)
+
+    def num_levels(self) -> int:
+        return self.generator.config.num_levels if self.generator is not None else 0
+
+    def mixable_parts(self) -> list[str]:
+        """Names of the entries of LatentState.take_b: one per level, then the background."""
+        if self.generator is None:
+            return []
+        config = self.generator.config
+        return [f"level {l}" for l in range(config.num_levels)] + (["background"] if config.background else [])
+
+    def describe(self) -> dict[str, Any]:
+        """What the checkpoint says about itself, for the Checkpoint panel."""
+        if self.info is None:
+            return {}
+        info, config = self.info, self.info.config
+        return {
+            "path": info.path,
+            "preset": _preset_name(config),
+            "resolution": info.resolution,
+            "gaussians per level": {l: config.gaussians_at_level(l) for l in range(config.num_levels)},
+            "background Gaussians": config.num_background_gaussians,
+            "kimg": info.kimg,
+            "dataset": info.dataset.get("name", "") or "(not named)",
+        }
+
+    def _principal_directions(self, generator: Generator, info: CheckpointInfo) -> tuple[Tensor, Tensor]:
+        """Top principal directions of W from `direction_samples` mapped z (a fixed seed: the
+        same checkpoint always gives the same sliders)."""
+        config = generator.config
+        k = min(self.num_directions, config.w_dim, max(self.direction_samples - 1, 1))
+        z = torch.randn(self.direction_samples, config.z_dim, generator=torch.Generator().manual_seed(0))
+        c = None
+        if config.c_dim:
+            cam2world, K_norm = info.camera.cameras(dtype=torch.float32)
+            c = cameras_to_labels(cam2world, K_norm).expand(len(z), -1)
+        with torch.inference_mode():
+            w = generator.mapping(z.to(self.device), None if c is None else c.to(self.device))[:, 0].float()
+        w = w - w.mean(0)
+        _, s, vh = torch.linalg.svd(w, full_matrices=False)
+        stds = s[:k] / math.sqrt(max(len(w) - 1, 1))
+        return vh[:k].contiguous(), stds.contiguous()
+
+    # ------------------------------------------------------------------ keys
+    def _raw_key(self, latent: LatentState) -> tuple:
+        return (
+            self._generation,
+            int(latent.seed_a),
+            int(latent.seed_b),
+            float(latent.interp),
+            float(latent.psi),
+            int(latent.cutoff),
+            tuple(bool(b) for b in latent.take_b),
+            tuple(float(s) for s in latent.directions),
+        )
+
+    def _shown_key(self, state: ExplorerState) -> tuple:
+        levels = dataclasses.astuple(state.levels)
+        return (self._raw_key(state.latent), levels, state.render.mode == "levels")
+
+    def _frame_key(self, state: ExplorerState) -> tuple:
+        cam = state.camera
+        camera = (cam.yaw, cam.pitch, cam.radius, tuple(cam.pivot), cam.fov_deg)
+        settings = (int(state.render.resolution), state.render.mode, tuple(state.render.background))
+        return (self._shown_key(state), camera, settings, self.backend)
+
+    # ------------------------------------------------------------------ generator
+    def _require_generator(self) -> Generator:
+        if self.generator is None:
+            raise ConfigError("no checkpoint is loaded")
+        return self.generator
+
+    def ws(self, latent: LatentState) -> Tensor:  # [1, num_ws, w_dim]
+        """The edited latent: truncation, A->B interpolation, per-level mixing, directions."""
+        G = self._require_generator()
+        config = G.config
+        if len(latent.take_b) > len(self.mixable_parts()):
+            raise ConfigError(f"take_b has {len(latent.take_b)} entries; this generator has {len(self.mixable_parts())}")
+        z = z_from_seeds([latent.seed_a, latent.seed_b], config.z_dim, self.device)  # [2, z_dim]
+        c = None if self._c is None else self._c.expand(2, -1)
+        cutoff = int(latent.cutoff) if latent.cutoff > 0 else None
+        ws_ab = G.mapping(z, c, psi=float(latent.psi), cutoff=cutoff)  # [2, num_ws, w_dim]
+        ws_a, ws_b = ws_ab[:1], ws_ab[1:]
+        ws = interpolate_ws(ws_a, ws_b, float(latent.interp))
+        if any(latent.take_b):
+            ws = mix_levels(ws, ws_b, list(latent.take_b), config)
+        if latent.directions and self.directions is not None:
+            strengths = torch.tensor(list(latent.directions)[: len(self.directions)], device=self.device)
+            k = len(strengths)
+            offset = (strengths * self.direction_stds[:k]) @ self.directions[:k]  # [w_dim]
+            ws = ws + offset
+        return ws
+
+    def gaussians(self, latent: LatentState) -> Gaussians:
+        """The generator's output for `latent`, unbatched [N, ...] on the engine's device (cached)."""
+        with self._lock:
+            return self._raw.get(self._raw_key(latent), lambda: self._generate(latent))
+
+    def _generate(self, latent: LatentState) -> Gaussians:
+        G = self._require_generator()
+        _sync(self.device)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            ws = self.ws(latent)
+            if self.precision == "bf16" and self.device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    out = G.synthesize(ws)
+                out = out.to(torch.float32)
+            else:
+                out = G.synthesize(ws)
+        _sync(self.device)
+        self.stats.generator_ms = (time.perf_counter() - start) * 1e3
+        self.stats.generator_calls += 1
+        return out.scene(0)
+
+    # ------------------------------------------------------------------ edits after the generator
+    def shown_gaussians(self, state: ExplorerState) -> tuple[Gaussians, Tensor]:
+        """(the Gaussians to draw, their indices [M] in the raw output), after the level edits."""
+        with self._lock:
+            raw = self.gaussians(state.latent)
+            return self._shown.get(self._shown_key(state), lambda: self._edit(raw, state))
+
+    def _edit(self, raw: Gaussians, state: ExplorerState) -> tuple[Gaussians, Tensor]:
+        levels = state.levels
+        g = raw
+        if levels.color_by_level or state.render.mode == "levels":
+            g = _with_rgb(g, level_colours(g.level).to(g.means.dtype))
+        if levels.selected is not None:
+            inside = raw.descendant_mask(int(levels.selected)).to(g.means.device)  # [N]
+            rgb = torch.where(inside[:, None], g.rgbs, g.rgbs * DIMMED_COLOUR_FACTOR)
+            opacity = torch.where(inside, g.opacities, g.opacities * DIMMED_OPACITY_FACTOR)
+            g = replace(_with_rgb(g, rgb), opacity_logits=torch.logit(opacity.clamp(1e-6, 1 - 1e-6)))
+        if levels.centres:
+            g = replace(
+                g,
+                log_scales=torch.full_like(g.log_scales, math.log(DOT_SIZE)),
+                quats=torch.zeros_like(g.quats).index_fill_(-1, torch.tensor([0], device=g.quats.device), 1.0),
+                opacity_logits=torch.full_like(g.opacity_logits, 6.0),
+            )
+        if levels.scale != 1.0:
+            if levels.scale <= 0:
+                raise ConfigError(f"scale multiplier must be positive, got {levels.scale}")
+            g = replace(g, log_scales=g.log_scales + math.log(levels.scale))
+        index = shown_mask(raw.level, levels).nonzero().squeeze(-1)
+        return g.select(index), index
+
+    def export_gaussians(self, state: ExplorerState) -> Gaussians:
+        """The generator's Gaussians under the current level filter (no display-only edits)."""
+        with self._lock:
+            raw = self.gaussians(state.latent)
+            return raw.select(shown_mask(raw.level, state.levels)).to("cpu")
+
+    def level_counts(self, state: ExplorerState) -> dict[int, int]:
+        """{level: count} of the generator's output (background under -1)."""
+        return self.gaussians(state.latent).count_per_level()
+
+    def descendant_indices(self, state: ExplorerState, index: int) -> Tensor:  # [M] int64
+        """Indices (in the generator's output) of the subtree under Gaussian `index`, itself included."""
+        return self.gaussians(state.latent).descendant_mask(int(index)).nonzero().squeeze(-1).cpu()
+
+    # ------------------------------------------------------------------ frames
+    def frame(self, state: ExplorerState) -> Frame:
+        """The image for `state`: from the cache if nothing it depends on changed."""
+        with self._lock:
+            shown, index = self.shown_gaussians(state)
+            rendered = self._frames.get(self._frame_key(state), lambda: self._render(shown, index, state))
+            self._last_frame = rendered
+            self.stats.num_gaussians = rendered.frame.num_gaussians
+            return rendered.frame
+
+    def _render(self, shown: Gaussians, index: Tensor, state: ExplorerState) -> _RenderedFrame:
+        settings: RenderSettings = state.render
+        if settings.mode not in RENDER_MODES:
+            raise ConfigError(f"unknown render mode {settings.mode!r}; choose one of {', '.join(RENDER_MODES)}")
+        size = int(settings.resolution)
+        if not 8 <= size <= 4096:
+            raise ConfigError(f"resolution must be between 8 and 4096 pixels, got {size}")
+        _sync(self.device)
+        start = time.perf_counter()
+        cam2world, K_norm = viewer_cameras(state.camera, self.device)
+        viewmats, Ks = to_rasterizer(cam2world, K_norm, size, size)
+        background = torch.tensor(settings.background, dtype=torch.float32, device=self.device)
+        with torch.inference_mode():
+            out = render(shown, viewmats[None], Ks[None], size, size, background=background, backend=self.backend)
+            alpha, depth = out.alpha[0, ..., 0], out.depth[0, ..., 0]  # [H, W]
+            if settings.mode == "alpha":
+                rgb = alpha[..., None].expand(size, size, 3)
+            elif settings.mode == "depth":
+                rgb = _depth_colours(depth, alpha, background)
+            else:
+                rgb = out.rgb[0]
+            image = (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()  # [H, W, 3]
+        self.stats.render_ms = (time.perf_counter() - start) * 1e3
+        self.stats.render_calls += 1
+        frame = Frame(image=image, num_gaussians=shown.num_gaussians, key=self._frame_key(state))
+        return _RenderedFrame(frame, depth, alpha, cam2world, K_norm, index)
+
+    def render_image(self, state: ExplorerState) -> np.ndarray:  # [H, W, 3] uint8
+        """One frame, bypassing the frame cache (recording: every frame differs anyway)."""
+        with self._lock:
+            shown, index = self.shown_gaussians(state)
+            return self._render(shown, index, state).frame.image
+
+    # ------------------------------------------------------------------ picking
+    def pick(self, state: ExplorerState, x: float, y: float) -> int | None:
+        """The level-0 ancestor (index in the generator's output) of the Gaussian seen at pixel
+        (x, y) of the frame for `state`, or None where the image is empty there."""
+        with self._lock:
+            self.frame(state)
+            rendered = self._last_frame
+            size = int(state.render.resolution)
+            px, py = int(x), int(y)
+            if not (0 <= px < size and 0 <= py < size):
+                return None
+            if float(rendered.alpha[py, px]) < PICK_MIN_ALPHA:
+                return None
+            z = float(rendered.depth[py, px])
+            K = rendered.K_norm
+            fx, fy, cx, cy = float(K[0, 0]) * size, float(K[1, 1]) * size, float(K[0, 2]) * size, float(K[1, 2]) * size
+            point_cam = torch.tensor([(px + 0.5 - cx) / fx * z, (py + 0.5 - cy) / fy * z, z], device=self.device)
+            point = rendered.cam2world[:3, :3] @ point_cam + rendered.cam2world[:3, 3]  # [3] world
+            raw = self.gaussians(state.latent)
+            candidates = rendered.shown_index[raw.level[rendered.shown_index] >= 0]  # foreground only
+            if candidates.numel() == 0:
+                return None
+            distances = (raw.means[candidates] - point).norm(dim=-1)
+            nearest = int(candidates[int(distances.argmin())])
+            return raw.ancestor(nearest, level=0)
+
+    # ------------------------------------------------------------------ reporting
+    def backend_name(self) -> str:
+        return backend_report(self.device) if self.backend == "auto" else self.backend
+
+    def device_name(self) -> str:
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        return "CPU"
+
+    def gpu_memory_mb(self) -> float | None:
+        if self.device.type == "cuda":
+            return torch.cuda.memory_allocated(self.device) / 2**20
+        return None
+
+
+def _depth_colours(depth: Tensor, alpha: Tensor, background: Tensor) -> Tensor:  # [H, W] -> [H, W, 3]
+    """Depth through a colormap, normalised over the covered pixels, composited on the background."""
+    covered = alpha > 0.5
+    if bool(covered.any()):
+        near, far = depth[covered].min(), depth[covered].max()
+    else:
+        near, far = depth.min(), depth.max()
+    t = ((depth - near) / (far - near).clamp_min(1e-6)).clamp(0, 1)  # [H, W]
+    stops = torch.from_numpy(_DEPTH_STOPS).to(depth.device)
+    position = t * (len(stops) - 1)
+    lo = position.floor().long().clamp(max=len(stops) - 2)
+    frac = (position - lo)[..., None]
+    colours = stops[lo] * (1 - frac) + stops[lo + 1] * frac  # [H, W, 3]
+    a = alpha[..., None]
+    return colours * a + background * (1 - a)
+
+
+def _preset_name(config) -> str:
+    from gsgan_core.models.config import PRESETS
+
+    for name, candidate in PRESETS.items():
+        if dataclasses.replace(candidate, image_resolution=config.image_resolution) == dataclasses.replace(
+            config, image_resolution=config.image_resolution
+        ):
+            return name
+    return "custom"

@@ -1,0 +1,102 @@
+"""The explorer's state: plain data that widgets write and the engine reads.
+
+As in StyleGAN3's visualizer, nothing here computes anything. A widget callback only assigns a
+field; once per frame the engine turns the state into cache keys, compares them with the last
+ones and recomputes only what changed. The same objects drive `gsgan-render`, so the command
+line and the GUI share one code path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from gsgan_core.cameras import FFHQ_FOV_DEG, FFHQ_PIVOT
+
+LEVEL_MODES = ("all", "up_to", "only")  # show every level, levels 0..k, or level k alone
+RENDER_MODES = ("rgb", "depth", "alpha", "levels")
+TRAJECTORIES = ("turntable", "wobble", "interp")
+
+
+@dataclass
+class LatentState:
+    """Which Gaussians to generate: everything the generator's output depends on."""
+
+    seed_a: int = 0
+    seed_b: int = 1
+    interp: float = 0.0  # position on the straight line from w(A) to w(B) in W space: 0 = A, 1 = B
+    psi: float = 0.7  # truncation: 1 = none, 0 = the average w
+    cutoff: int = 0  # truncate only ws rows [0, cutoff); 0 = every row
+    take_b: tuple[bool, ...] = ()  # per level (then background): take that level's ws from B
+    directions: tuple[float, ...] = ()  # strength of each principal direction of W, in standard deviations
+    animate: bool = False  # ping-pong `interp` between 0 and 1 (the GUI advances it)
+
+
+@dataclass
+class LevelState:
+    """Which of the generated Gaussians to show, and how (edits after the generator)."""
+
+    mode: str = "all"  # one of LEVEL_MODES
+    level: int = 0  # k of "up_to" / "only"
+    background: bool = True  # include the background Gaussians
+    color_by_level: bool = False
+    centres: bool = False  # draw every Gaussian as a small opaque dot at its mean
+    scale: float = 1.0  # multiplies every Gaussian's scale (shrink to see structure)
+    selected: int | None = None  # index (in the generator's output) of a level-0 Gaussian whose subtree is highlighted
+
+
+@dataclass
+class CameraState:
+    """A viewer orbit camera: the eye sits at `radius` from the *pivot* (not from the world origin)."""
+
+    yaw: float = 0.0  # radians; positive moves the camera toward +x
+    pitch: float = 0.0  # radians; positive raises the camera
+    radius: float = 2.5
+    pivot: tuple[float, float, float] = FFHQ_PIVOT
+    fov_deg: float = FFHQ_FOV_DEG
+    auto_rotate: bool = False  # the GUI advances yaw
+
+
+@dataclass
+class RenderSettings:
+    resolution: int = 256
+    mode: str = "rgb"  # one of RENDER_MODES
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
+@dataclass
+class RecordSettings:
+    trajectory: str = "turntable"  # one of TRAJECTORIES
+    frames: int = 60
+    fps: int = 30
+    resolution: int = 256
+    pitch: float = 0.0  # turntable's elevation, radians
+    out: str = "out/explorer.mp4"  # .mp4 (H.264), .gif or .png (numbered frames)
+
+
+@dataclass
+class ExplorerState:
+    checkpoint: str | None = None  # the file loaded (the engine keeps the last good one on errors)
+    latent: LatentState = field(default_factory=LatentState)
+    levels: LevelState = field(default_factory=LevelState)
+    camera: CameraState = field(default_factory=CameraState)
+    render: RenderSettings = field(default_factory=RenderSettings)
+    record: RecordSettings = field(default_factory=RecordSettings)
+
+    def copy(self) -> "ExplorerState":
+        """A deep copy, e.g. a snapshot for a recording that runs while the UI keeps editing."""
+        return ExplorerState(
+            checkpoint=self.checkpoint,
+            latent=dataclasses.replace(self.latent),
+            levels=dataclasses.replace(self.levels),
+            camera=dataclasses.replace(self.camera),
+            render=dataclasses.replace(self.render),
+            record=dataclasses.replace(self.record),
+        )
+
+
+def ping_pong(t: float) -> float:
+    """Maps a time-like t >= 0 to 0 -> 1 -> 0 -> ... with period 2 (the animate toggle)."""
+    phase = math.fmod(max(t, 0.0), 2.0)
+    return phase if phase <= 1.0 else 2.0 - phase
