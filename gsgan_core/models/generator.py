@@ -81,7 +81,7 @@ def truncate(ws: Tensor, w_avg: Tensor, psi: float, cutoff: int | None = None) -
         return ws
     cutoff = ws.shape[1] if cutoff is None else cutoff
     out = ws.clone()
-    out[:, :cutoff] = w_avg.lerp(ws[:, :cutoff], psi)
+    out[:, :cutoff] = w_avg.to(ws.dtype).lerp(ws[:, :cutoff], psi)
     return out
 
 
