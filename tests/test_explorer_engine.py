@@ -1,0 +1,239 @@
+"""The explorer's headless engine on CPU with a tiny random checkpoint (no window needed)."""
+
+import dataclasses
+import math
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import random_generator
+from explorer.engine import Engine, keep_levels
+from explorer.recording import Cancelled, record, trajectory
+from explorer.state import ExplorerState, ping_pong
+from explorer.video import FrameWriter, OutputError, count_frames
+from explorer.viewer_camera import camera_from_orbit_pose, eye_position, orbit, pan, viewer_cameras, zoom
+from gsgan_core.cameras import OrbitPose
+from gsgan_core.errors import CheckpointError
+from gsgan_core.io.checkpoint import save_checkpoint
+
+SIZE = 48
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_checkpoint(path, random_generator("tiny"), training={"kimg": 3.5}, dataset={"name": "unit", "resolution": 64})
+    return path
+
+
+@pytest.fixture()
+def engine(checkpoint):
+    engine = Engine("cpu", direction_samples=256)
+    engine.load(checkpoint)
+    return engine
+
+
+def fresh_state(engine: Engine) -> ExplorerState:
+    state = ExplorerState()
+    state.camera = engine.default_camera()
+    state.render.resolution = SIZE
+    state.render.background = (0.0, 0.0, 0.0)
+    return state
+
+
+class CountingSynthesize:
+    """Wraps generator.synthesize to count the real generator runs."""
+
+    def __init__(self, generator):
+        self.calls, self.inner = 0, generator.synthesize
+        generator.synthesize = self
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.inner(*args, **kwargs)
+
+
+def test_seed_changes_the_image(engine):
+    state = fresh_state(engine)
+    a = engine.frame(state).image
+    state.latent.seed_a = 7
+    b = engine.frame(state).image
+    assert a.shape == (SIZE, SIZE, 3) and a.dtype == np.uint8
+    assert np.abs(a.astype(int) - b).mean() > 0.5
+
+
+def test_camera_move_reuses_cached_gaussians(engine):
+    counter = CountingSynthesize(engine.generator)
+    state = fresh_state(engine)
+    first = engine.frame(state).image
+    assert counter.calls == 1
+    for yaw in (0.3, 0.6, -0.4):
+        state.camera.yaw = yaw
+        moved = engine.frame(state).image
+    state.camera.radius *= 1.2
+    state.render.mode = "depth"
+    engine.frame(state)
+    assert counter.calls == 1, "a camera or render-mode change must not rerun the generator"
+    assert engine.stats.render_calls == 5
+    assert np.abs(first.astype(int) - moved).mean() > 0.5
+    state.latent.psi = 0.5
+    engine.frame(state)
+    assert counter.calls == 2
+    # Same state again: not even the rasterizer runs.
+    renders = engine.stats.render_calls
+    engine.frame(state)
+    assert engine.stats.render_calls == renders
+
+
+def test_level_filter_counts_follow_the_hierarchy(engine):
+    config = engine.generator.config
+    state = fresh_state(engine)
+    state.levels.background = False
+    per_level = [config.gaussians_at_level(l) for l in range(config.num_levels)]
+    assert engine.level_counts(state) == {**{l: n for l, n in enumerate(per_level)}, -1: config.num_background_gaussians}
+    for k in range(config.num_levels):
+        state.levels.mode, state.levels.level = "up_to", k
+        assert engine.frame(state).num_gaussians == sum(per_level[: k + 1])
+        state.levels.mode = "only"
+        assert engine.frame(state).num_gaussians == per_level[k] == config.num_points * 4**k
+    state.levels.mode, state.levels.background = "all", True
+    assert engine.frame(state).num_gaussians == config.num_gaussians
+    exported = engine.export_gaussians(dataclasses.replace(state, levels=dataclasses.replace(state.levels, mode="up_to", level=1)))
+    assert exported.count_per_level() == {-1: config.num_background_gaussians, 0: per_level[0], 1: per_level[1]}
+    kept = keep_levels(engine.gaussians(state.latent), [0, 2], background=False)
+    assert kept.count_per_level() == {0: per_level[0], 2: per_level[2]}
+
+
+def test_descendant_selection_is_exactly_the_subtree(engine):
+    config = engine.generator.config
+    state = fresh_state(engine)
+    p = 5  # a level-0 Gaussian
+    expected, offset = [p], 0
+    for level in range(1, config.num_levels):
+        offset += config.gaussians_at_level(level - 1)
+        span = config.up_ratio**level  # level-`level` descendants of one level-0 parent
+        expected += list(range(offset + p * span, offset + (p + 1) * span))
+    got = engine.descendant_indices(state, p).tolist()
+    assert sorted(got) == expected
+    # Selecting it dims everything else but changes no count.
+    before = engine.frame(state)
+    state.levels.selected = p
+    after = engine.frame(state)
+    assert after.num_gaussians == before.num_gaussians
+    assert np.abs(before.image.astype(int) - after.image).mean() > 0.5
+
+
+def test_interpolation_endpoints_are_the_seeds(engine):
+    state = fresh_state(engine)
+    state.latent.seed_a, state.latent.seed_b = 3, 11
+    ends = {}
+    for t in (0.0, 1.0):
+        state.latent.interp = t
+        ends[t] = (engine.gaussians(state.latent).means.clone(), engine.frame(state).image)
+    only = fresh_state(engine)
+    for seed, t in ((3, 0.0), (11, 1.0)):
+        only.latent.seed_a = seed
+        means, image = engine.gaussians(only.latent).means, engine.frame(only).image
+        torch.testing.assert_close(ends[t][0], means, rtol=1e-5, atol=1e-5)
+        assert np.abs(ends[t][1].astype(int) - image).max() <= 1
+    state.latent.interp = 0.5
+    middle = engine.gaussians(state.latent).means
+    assert (middle - ends[0.0][0]).abs().max() > 1e-4 and (middle - ends[1.0][0]).abs().max() > 1e-4
+
+
+def test_mixing_and_directions_change_the_output(engine):
+    state = fresh_state(engine)
+    base = engine.gaussians(state.latent).means.clone()
+    state.latent.take_b = (True,) + (False,) * (len(engine.mixable_parts()) - 1)
+    mixed = engine.gaussians(state.latent).means.clone()
+    state.latent.take_b = ()
+    state.latent.directions = (2.0,)
+    pushed = engine.gaussians(state.latent).means
+    assert (mixed - base).abs().max() > 1e-4
+    assert (pushed - base).abs().max() > 1e-4
+    assert engine.directions.shape == (engine.num_directions, engine.generator.config.w_dim)
+    assert torch.all(engine.direction_stds[:-1] >= engine.direction_stds[1:])  # sorted by variance
+
+
+def test_pick_selects_a_level0_ancestor(engine):
+    state = fresh_state(engine)
+    state.levels.background = False
+    image = engine.frame(state).image
+    ys, xs = np.nonzero(image.sum(-1) > 60)
+    centre = len(ys) // 2
+    picked = engine.pick(state, xs[centre], ys[centre])
+    assert picked is not None
+    gaussians = engine.gaussians(state.latent)
+    assert int(gaussians.level[picked]) == 0
+    assert engine.pick(state, 0, 0) is None or image[0, 0].sum() > 0  # empty corner: nothing picked
+    assert engine.pick(state, -5, SIZE + 3) is None
+
+
+def test_bad_checkpoint_keeps_the_last_good_model(engine, tmp_path):
+    state = fresh_state(engine)
+    good = engine.frame(state).image
+    bad = tmp_path / "broken.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    generator = engine.generator
+    with pytest.raises(CheckpointError, match="broken.safetensors"):
+        engine.load(bad)
+    with pytest.raises(CheckpointError):
+        engine.load(tmp_path / "missing.safetensors")
+    assert engine.generator is generator
+    np.testing.assert_array_equal(engine.frame(state).image, good)
+
+
+def test_viewer_camera_matches_the_checkpoint_pose_and_gestures():
+    pose = OrbitPose(yaw=0.3, pitch=-0.1)
+    camera = camera_from_orbit_pose(pose)
+    c2w_expected, K_expected = pose.cameras(dtype=torch.float32)
+    c2w, K = viewer_cameras(camera)
+    torch.testing.assert_close(c2w, c2w_expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(K, K_expected)
+    moved = orbit(camera, dx=30, dy=-10)
+    assert moved.yaw < camera.yaw and moved.pitch < camera.pitch
+    assert np.linalg.norm(eye_position(moved) - np.asarray(moved.pivot)) == pytest.approx(camera.radius)
+    assert zoom(camera, 2).radius == pytest.approx(camera.radius * 0.81)
+    panned = pan(camera, dx=10, dy=0, viewport_height=100)
+    assert np.linalg.norm(np.subtract(panned.pivot, camera.pivot)) > 0
+
+
+def test_trajectories():
+    base = ExplorerState()
+    turntable = trajectory(base, "turntable", 8, pitch=0.2)
+    assert [s.camera.pitch for s in turntable] == [0.2] * 8
+    assert turntable[4].camera.yaw - turntable[0].camera.yaw == pytest.approx(math.pi)
+    interp = trajectory(base, "interp", 7, seeds=[4, 5, 6, 9])
+    ends = [(s.latent.seed_a, s.latent.seed_b, s.latent.interp) for s in (interp[0], interp[-1])]
+    assert ends[0] == (4, 5, 0.0) and ends[1][1:] == (9, 1.0)
+    assert [ping_pong(t) for t in (0.0, 0.5, 1.0, 1.5, 2.0)] == [0.0, 0.5, 1.0, 0.5, 0.0]
+
+
+def test_record_video_and_cancel_writes_nothing(engine, tmp_path):
+    state = fresh_state(engine)
+    frames = [[s] for s in trajectory(state, "wobble", 4)]
+    out = tmp_path / "wobble.mp4"
+    assert record(engine, frames, out, fps=10) == [out]
+    assert count_frames(out) == 4
+    old = out.read_bytes()
+    cancel = threading.Event()
+    with pytest.raises(Cancelled):
+        record(engine, frames, out, fps=10, progress=lambda done, total: cancel.set(), cancel=cancel)
+    assert out.read_bytes() == old, "a cancelled recording must leave the older file as it was"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wobble.mp4"], "no temporary files left behind"
+    gif = tmp_path / "w.gif"
+    record(engine, frames[:3], gif, fps=10)
+    assert count_frames(gif) == 3
+
+
+def test_frame_writer_refuses_bad_outputs(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="is a file, not a folder"):
+        FrameWriter(blocker / "out.mp4", fps=30)
+    with pytest.raises(OutputError, match="unsupported file type"):
+        FrameWriter(tmp_path / "out.avi", fps=30)
+    with pytest.raises(OutputError, match="fps"):
+        FrameWriter(tmp_path / "out.mp4", fps=0)
