@@ -311,28 +311,32 @@ class Generator(nn.Module):
         return (gaussians, anchors) if return_anchors else gaussians
 
     def hierarchy(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        """level [N] and parent [N] of the output order: levels 0..L-1, then the background."""
+        """level [N] and parent [N] of this generator's output (cached per device)."""
         if device not in self._hierarchy_cache:
-            config = self.config
-            levels, parents, offset = [], [], 0
-            for level in range(config.num_levels):
-                n = config.gaussians_at_level(level)
-                levels.append(torch.full((n,), level))
-                if level == 0:
-                    parents.append(torch.full((n,), -1))
-                else:
-                    previous = config.gaussians_at_level(level - 1)
-                    parents.append(offset - previous + torch.arange(n) // config.up_ratio)
-                offset += n
-            if config.background:
-                n = config.num_background_gaussians
-                levels.append(torch.full((n,), BACKGROUND_LEVEL))
-                parents.append(torch.full((n,), -1))
-            self._hierarchy_cache[device] = (
-                torch.cat(levels).long().to(device),
-                torch.cat(parents).long().to(device),
-            )
+            self._hierarchy_cache[device] = tuple(t.to(device) for t in hierarchy_indices(self.config))
         return self._hierarchy_cache[device]
+
+
+def hierarchy_indices(config: GeneratorConfig) -> tuple[Tensor, Tensor]:
+    """level [N] and parent [N] (int64) of the output order: levels 0..L-1, then the background.
+
+    Child j of the i-th Gaussian of level l-1 is the (up_ratio * i + j)-th Gaussian of level l.
+    """
+    levels, parents, offset = [], [], 0
+    for level in range(config.num_levels):
+        n = config.gaussians_at_level(level)
+        levels.append(torch.full((n,), level))
+        if level == 0:
+            parents.append(torch.full((n,), -1))
+        else:
+            previous = config.gaussians_at_level(level - 1)
+            parents.append(offset - previous + torch.arange(n) // config.up_ratio)
+        offset += n
+    if config.background:
+        n = config.num_background_gaussians
+        levels.append(torch.full((n,), BACKGROUND_LEVEL))
+        parents.append(torch.full((n,), -1))
+    return torch.cat(levels).long(), torch.cat(parents).long()
 
 
 # ====================================================================== functional entry points

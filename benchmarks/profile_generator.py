@@ -1,0 +1,70 @@
+"""Where the generator's GPU time goes: torch.profiler over synthesis, grouped by stage and kernel.
+
+    python benchmarks/profile_generator.py [--preset ffhq256] [--batch 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile, record_function
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from gsgan_core.models.config import preset  # noqa: E402
+from gsgan_core.models.generator import Generator, randomize_layer_scales, z_from_seeds  # noqa: E402
+
+
+def label_stages(generator: Generator) -> None:
+    """Wraps each stage's forward in a profiler range, so the table groups kernels by stage."""
+    stages = {"encoder": generator.encoder}
+    for i, level in enumerate(generator.levels):
+        for j, block in enumerate(level.blocks):
+            stages[f"L{i}.block{j}.attn"] = block.attn
+            stages[f"L{i}.block{j}.mlp"] = block.mlp
+        if level.upsample is not None:
+            stages[f"L{i}.upsample"] = level.upsample
+        stages[f"L{i}.render_head"] = level.render_head
+        if level.anchor_head is not None:
+            stages[f"L{i}.anchor_head"] = level.anchor_head
+    if generator.background is not None:
+        stages["background"] = generator.background
+    for name, module in stages.items():
+        original = module.forward
+
+        def wrapped(*args, _original=original, _name=name, **kwargs):
+            with record_function(_name):
+                return _original(*args, **kwargs)
+
+        module.forward = wrapped
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--preset", default="ffhq256")
+    parser.add_argument("--batch", type=int, default=1)
+    args = parser.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.manual_seed(0)
+    generator = randomize_layer_scales(Generator(preset(args.preset))).cuda().eval().requires_grad_(False)
+    label_stages(generator)
+    ws = generator.mapping(z_from_seeds(range(args.batch), generator.config.z_dim, "cuda"))
+    with torch.no_grad():
+        for _ in range(5):
+            generator.synthesize(ws)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+            for _ in range(10):
+                generator.synthesize(ws)
+            torch.cuda.synchronize()
+    table = prof.key_averages()
+    print(f"== {args.preset} batch {args.batch}: stages by GPU time (10 runs)")
+    rows = [e for e in table if not e.key.startswith(("aten::", "cuda", "void", "ampere", "sm90", "Memcpy"))]
+    print(table.table(sort_by="device_time_total", row_limit=45, max_name_column_width=60))
+
+
+if __name__ == "__main__":
+    main()
