@@ -14,11 +14,21 @@ def _not_implemented(command: str, what: str) -> int:
 
 
 def train_main(argv: list[str] | None = None) -> int:
-    return _not_implemented("gsgan-train", "headless training")
+    from gsgan_core.train.command import train_command
+
+    return train_command(argv)
 
 
 def dataset_main(argv: list[str] | None = None) -> int:
-    return _not_implemented("gsgan-dataset", "the dataset tools")
+    from gsgan_core.data.command import dataset_command
+
+    return dataset_command(argv)
+
+
+def metrics_main(argv: list[str] | None = None) -> int:
+    from gsgan_core.metrics.command import metrics_command
+
+    return metrics_command(argv)
 
 
 def render_main(argv: list[str] | None = None) -> int:
