@@ -1,0 +1,224 @@
+"""Dataset reader, validation errors (one malformed fixture each), and the procedural heads dataset."""
+
+import io
+import json
+import math
+import zipfile
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from gsgan_core.cameras import labels_to_cameras, mirror_cameras, orbit_camera, to_rasterizer
+from gsgan_core.cli import dataset_main
+from gsgan_core.data.dataset import ImageDataset, check_dataset, composite
+from gsgan_core.data.heads import (
+    HEADS_FOV_DEG, HEADS_PIVOT, HEADS_RADIUS, camera_rays, head_bounding_sphere, make_heads_dataset, render_head,
+)
+from gsgan_core.errors import DatasetError
+
+LABEL = [float(v) for v in np.eye(4).reshape(-1)] + [4.2647, 0, 0.5, 0, 4.2647, 0.5, 0, 0, 1]
+
+
+def png(size=(16, 16), channels=3, value=128) -> bytes:
+    return iio.imwrite("<bytes>", np.full((*size, channels), value, np.uint8), extension=".png")
+
+
+def write_folder(root, files: dict[str, bytes], labels) -> str:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    if labels is not None:
+        (root / "dataset.json").write_text(labels if isinstance(labels, str) else json.dumps({"labels": labels}))
+    return str(root)
+
+
+def good_files(n=3, **kw):
+    return {f"img{i}.png": png(**kw) for i in range(n)}, [[f"img{i}.png", LABEL] for i in range(n)]
+
+
+# ---------------------------------------------------------------------------------- reader
+def test_folder_and_zip_read_the_same(tmp_path):
+    files, labels = good_files(3, channels=4, value=200)
+    folder = write_folder(tmp_path / "ds", files, labels)
+    zpath = tmp_path / "ds.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+        z.writestr("dataset.json", json.dumps({"labels": labels}))
+    for path in (folder, zpath):
+        info = check_dataset(path)
+        assert (info.num_images, info.resolution, info.channels) == (3, 16, 4)
+        dataset = ImageDataset(path)
+        image, label = dataset[1]
+        assert image.shape == (4, 16, 16) and image.dtype == torch.uint8 and int(image[0, 0, 0]) == 200
+        assert torch.allclose(label, torch.tensor(LABEL))
+
+
+def test_rgb_gets_opaque_alpha_and_composite_uses_alpha(tmp_path):
+    files, labels = good_files(2, channels=3, value=255)
+    dataset = ImageDataset(write_folder(tmp_path / "ds", files, labels))
+    image, _ = dataset[0]
+    assert int(image[3].min()) == 255
+    rgba = torch.zeros(1, 4, 2, 2, dtype=torch.uint8)  # fully transparent black
+    out = composite(rgba, torch.tensor([[1.0, 0.0, 0.5]]))
+    assert torch.allclose(out[0, :, 0, 0], torch.tensor([1.0, -1.0, 0.0]))
+
+
+def test_xflip_mirrors_image_and_camera(tmp_path):
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[:, 0] = 255  # left column white
+    cam2world, K = orbit_camera(0.3, 0.1)
+    label = torch.cat([cam2world.reshape(-1), K.reshape(-1)]).tolist()
+    folder = write_folder(tmp_path / "ds", {"a.png": iio.imwrite("<bytes>", image, extension=".png")}, [["a.png", label]])
+    dataset = ImageDataset(folder, xflip=True)
+    assert len(dataset) == 2
+    flipped, flipped_label = dataset[1]
+    assert int(flipped[0, 0, -1]) == 255 and int(flipped[0, 0, 0]) == 0
+    expected, _ = labels_to_cameras(torch.tensor(label))
+    assert torch.allclose(labels_to_cameras(flipped_label)[0], mirror_cameras(expected), atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------- validation errors
+def _problem(path) -> DatasetError:
+    with pytest.raises(DatasetError) as caught:
+        check_dataset(path)
+    return caught.value
+
+
+def test_missing_dataset_json(tmp_path):
+    files, _ = good_files()
+    err = _problem(write_folder(tmp_path / "ds", files, None))
+    assert err.path.endswith("dataset.json") and "missing" in err.problem
+
+
+def test_unreadable_dataset_json(tmp_path):
+    files, _ = good_files()
+    err = _problem(write_folder(tmp_path / "ds", files, "{not json"))
+    assert err.path.endswith("dataset.json") and "not valid JSON" in err.problem
+
+
+def test_label_not_25_numbers(tmp_path):
+    files, labels = good_files()
+    labels[1][1] = LABEL[:24]
+    err = _problem(write_folder(tmp_path / "ds", files, labels))
+    assert "img1.png" in err.problem and "25" in err.problem
+    labels[1][1] = LABEL[:24] + ["x"]
+    assert "img1.png" in _problem(write_folder(tmp_path / "ds2", files, labels)).problem
+
+
+def test_missing_image(tmp_path):
+    files, labels = good_files()
+    del files["img2.png"]
+    err = _problem(write_folder(tmp_path / "ds", files, labels))
+    assert err.path.endswith("img2.png") and "missing" in err.problem
+
+
+def test_corrupt_image(tmp_path):
+    files, labels = good_files()
+    files["img1.png"] = files["img1.png"][:40]  # truncated PNG
+    err = _problem(write_folder(tmp_path / "ds", files, labels))
+    assert err.path.endswith("img1.png") and "decoded" in err.problem
+
+
+def test_mixed_sizes(tmp_path):
+    files, labels = good_files()
+    files["img2.png"] = png(size=(32, 32))
+    err = _problem(write_folder(tmp_path / "ds", files, labels))
+    assert err.path.endswith("img2.png") and "one size" in err.problem
+
+
+def test_non_square(tmp_path):
+    files, labels = good_files()
+    files["img0.png"] = png(size=(16, 24))
+    err = _problem(write_folder(tmp_path / "ds", files, labels))
+    assert err.path.endswith("img0.png") and "square" in err.problem
+
+
+def test_empty_dataset(tmp_path):
+    err = _problem(write_folder(tmp_path / "ds", {}, []))
+    assert "empty" in err.problem
+
+
+def test_not_a_dataset(tmp_path):
+    assert "not found" in _problem(tmp_path / "nothing").problem
+    (tmp_path / "file.zip").write_bytes(b"hello")
+    assert "not a zip" in _problem(tmp_path / "file.zip").problem
+
+
+def test_check_command_reports_the_file_and_fails(tmp_path, capsys):
+    files, labels = good_files()
+    files["img1.png"] = b"garbage"
+    folder = write_folder(tmp_path / "ds", files, labels)
+    assert dataset_main(["check", folder]) == 1
+    assert "img1.png" in capsys.readouterr().err
+    del files["img1.png"]
+    labels = labels[:1] + labels[2:]
+    ok = write_folder(tmp_path / "ok", files, labels)
+    assert dataset_main(["check", ok]) == 0
+    assert "OK, 2 images, 16x16" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------------------------- heads
+def test_heads_cameras_follow_the_ffhq_convention():
+    for index in range(4):
+        _, label, _ = render_head(3, index, 16)
+        cam2world, K = labels_to_cameras(torch.tensor(label))
+        eye, forward = cam2world[:3, 3], cam2world[:3, 2]
+        assert math.isclose(float(eye.norm()), HEADS_RADIUS, rel_tol=1e-6)
+        to_pivot = torch.tensor(HEADS_PIVOT, dtype=eye.dtype) - eye
+        assert torch.allclose(forward, to_pivot / to_pivot.norm(), atol=1e-6)  # looks at the pivot
+        assert float(cam2world[:3, 1] @ torch.tensor([0.0, 1.0, 0.0], dtype=eye.dtype)) < 0  # image y points down
+        assert torch.allclose(cam2world[:3, :3].det(), torch.tensor(1.0, dtype=eye.dtype), atol=1e-6)
+        fov = math.degrees(2 * math.atan(0.5 / float(K[1, 1])))
+        assert math.isclose(fov, HEADS_FOV_DEG, rel_tol=1e-6)
+
+
+def test_heads_alpha_matches_the_geometry():
+    resolution = 32
+    for index in range(3):
+        rgba, label, parts = render_head(5, index, resolution)
+        alpha = rgba[..., 3]
+        cam2world, K = labels_to_cameras(torch.tensor(label, dtype=torch.float64))
+        # 1. the front of the head, projected with the rasterizer's conventions, is opaque
+        head = parts[0]
+        viewmat, Kpix = to_rasterizer(cam2world, K, resolution, resolution)
+        front = torch.tensor(head.center + [0, 0, head.radii[2]], dtype=torch.float64)
+        cam = viewmat[:3, :3] @ front + viewmat[:3, 3]
+        u, v = (Kpix @ cam)[:2] / cam[2]
+        assert alpha[int(v), int(u)] == 255
+        # 2. pixels whose every sub-ray misses the bounding sphere are fully transparent
+        center, radius = head_bounding_sphere(parts)
+        origin, dirs = camera_rays(cam2world.numpy(), K.numpy(), resolution, 1)
+        oc = origin - center
+        b = dirs @ oc
+        misses = b * b - (oc @ oc - radius**2) < -0.05  # margin for the pixel's footprint
+        assert misses.any() and (alpha[misses] == 0).all()
+        # 3. the silhouette has soft (supersampled) edges and a solid inside
+        assert (alpha == 255).sum() > 0.15 * resolution**2 and ((alpha > 0) & (alpha < 255)).any()
+
+
+def test_heads_dataset_is_deterministic_and_independent_of_processes(tmp_path):
+    a, b = tmp_path / "a.zip", tmp_path / "b.zip"
+    make_heads_dataset(a, 4, 16, seed=7, processes=1, progress=False)
+    make_heads_dataset(b, 4, 16, seed=7, processes=2, progress=False)
+    with zipfile.ZipFile(a) as za, zipfile.ZipFile(b) as zb:
+        assert za.namelist() == zb.namelist()
+        for name in za.namelist():
+            assert za.read(name) == zb.read(name)
+    info = check_dataset(a)
+    assert (info.num_images, info.resolution, info.channels) == (4, 16, 4)
+    with zipfile.ZipFile(a) as za:
+        first = iio.imread(io.BytesIO(za.read("img00000000.png")))
+    c = tmp_path / "c.zip"
+    make_heads_dataset(c, 1, 16, seed=8, processes=1, progress=False)
+    with zipfile.ZipFile(c) as zc:
+        assert not np.array_equal(first, iio.imread(io.BytesIO(zc.read("img00000000.png"))))
+
+
+def test_heads_command(tmp_path, capsys):
+    out = tmp_path / "h.zip"
+    assert dataset_main(["heads", "--count", "2", "--resolution", "16", "--out", str(out), "--jobs", "1"]) == 0
+    assert check_dataset(out).num_images == 2
+    assert dataset_main(["heads", "--count", "2", "--resolution", "16", "--out", str(tmp_path / "h.tar")]) == 2
