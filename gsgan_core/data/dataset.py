@@ -78,8 +78,8 @@ def decode_image(data: bytes, where: str) -> np.ndarray:  # -> uint8 [H, W, 3 or
     import imageio.v3 as iio
 
     try:
-        # by the file's extension only: trying every imageio plugin on a broken file is slow and noisy
-        image = iio.imread(io.BytesIO(data), extension=Path(where).suffix.lower() or ".png")
+        # pillow only: trying every imageio plugin on a broken file is slow and noisy
+        image = iio.imread(io.BytesIO(data), plugin="pillow")
     except Exception as err:  # imageio raises many kinds; all mean "not a readable image"
         raise DatasetError(where, f"cannot be decoded as an image ({type(err).__name__}: {err})") from None
     if image.ndim == 4:  # an animated PNG/GIF: not a training image
