@@ -1,0 +1,150 @@
+"""StyleGAN2 residual discriminator on single images, with a switch for how it sees the camera.
+
+    image [B, 3, R, R] in [-1, 1]
+      -> fromRGB (1x1 conv) -> residual blocks, each halving the resolution, down to 4x4
+      -> minibatch-std (group 4) -> 3x3 conv -> fc -> logit [B]
+
+Pose handling (`pose` argument):
+  "contrastive"  GSGAN: the logit ignores the camera; a pose branch embeds the image features (64-d)
+                 and a camera branch embeds the 25-d label (64-d); `infonce_pose_loss` matches them.
+  "projection"   EG3D / CGS-GAN: the logit is <fc features, mapping(c)> / sqrt(cmap_dim).
+  "none"         no camera at all.
+
+Channels per resolution: min(channel_base // res, channel_max) (reference: 32768, 512).
+Weights use the equalised learning rate of StyleGAN2 (scaled at run time, N(0, 1) init).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+POSE_MODES = ("contrastive", "projection", "none")
+LABEL_DIM = 25
+
+
+class EqualConv2d(nn.Module):
+    def __init__(self, c_in: int, c_out: int, kernel: int, bias: bool = True, down: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(c_out, c_in, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(c_out)) if bias else None
+        self.scale = 1 / math.sqrt(c_in * kernel * kernel)
+        self.padding, self.down = kernel // 2, down
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.down:  # blur then subsample, as StyleGAN2 does, so downsampling does not alias
+            x = blur_downsample(x)
+        return F.conv2d(x, self.weight * self.scale, self.bias, padding=self.padding)
+
+
+class EqualDense(nn.Module):
+    def __init__(self, c_in: int, c_out: int, lr_mul: float = 1.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(c_out, c_in) / lr_mul)
+        self.bias = nn.Parameter(torch.zeros(c_out))
+        self.scale, self.lr_mul = lr_mul / math.sqrt(c_in), lr_mul
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
+
+
+def lrelu(x: Tensor) -> Tensor:
+    return F.leaky_relu(x, 0.2) * math.sqrt(2)  # gain sqrt(2) keeps activations at unit variance
+
+
+def blur_downsample(x: Tensor) -> Tensor:  # [B, C, H, W] -> [B, C, H/2, W/2]
+    """The [1, 3, 3, 1] FIR filter of StyleGAN2, then stride 2."""
+    f = x.new_tensor([1.0, 3.0, 3.0, 1.0])
+    kernel = (f[:, None] * f[None, :] / 64).expand(x.shape[1], 1, 4, 4)
+    return F.conv2d(x, kernel, stride=2, padding=1, groups=x.shape[1])
+
+
+class DBlock(nn.Module):
+    """Residual block: two 3x3 convs (the second downsamples) plus a 1x1 downsampling skip, / sqrt(2)."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__()
+        self.conv0 = EqualConv2d(c_in, c_in, 3)
+        self.conv1 = EqualConv2d(c_in, c_out, 3, down=True)
+        self.skip = EqualConv2d(c_in, c_out, 1, bias=False, down=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = lrelu(self.conv1(lrelu(self.conv0(x))))
+        return (self.skip(x) + y) / math.sqrt(2)
+
+
+def minibatch_std(x: Tensor, group_size: int = 4) -> Tensor:  # [B, C, H, W] -> [B, C + 1, H, W]
+    """Appends the std of features over groups of samples: lets D see a lack of variety."""
+    B, C, H, W = x.shape
+    G = min(group_size, B)
+    while B % G:  # the last batch of an epoch or a tiny test batch may not divide by 4
+        G -= 1
+    y = x.reshape(G, B // G, C, H, W)
+    y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # [B // G]
+    y = y.reshape(1, B // G, 1, 1, 1).expand(G, -1, 1, H, W).reshape(B, 1, H, W)
+    return torch.cat([x, y], dim=1)
+
+
+class DOutput(NamedTuple):
+    logits: Tensor  # [B] realness
+    image_pose: Tensor | None  # [B, pose_dim] ("contrastive" only)
+    camera_pose: Tensor | None  # [B, pose_dim] ("contrastive" only)
+
+
+class Discriminator(nn.Module):
+    def __init__(
+        self,
+        resolution: int,
+        pose: str = "contrastive",
+        channel_base: int = 32768,
+        channel_max: int = 512,
+        mbstd_group: int = 4,
+        pose_dim: int = 64,  # contrastive embedding size; also projection's cmap_dim
+    ):
+        super().__init__()
+        if pose not in POSE_MODES:
+            raise ValueError(f"unknown discriminator pose mode {pose!r}; choose one of {POSE_MODES}")
+        if resolution < 8 or resolution & (resolution - 1):
+            raise ValueError(f"discriminator resolution must be a power of two >= 8, got {resolution}")
+        self.resolution, self.pose, self.mbstd_group = resolution, pose, mbstd_group
+        channels = lambda res: min(channel_base // res, channel_max)  # noqa: E731
+        self.from_rgb = EqualConv2d(3, channels(resolution), 1)
+        resolutions = [2**i for i in range(int(math.log2(resolution)), 2, -1)]  # R, R/2, ..., 8
+        self.blocks = nn.ModuleList(DBlock(channels(r), channels(r // 2)) for r in resolutions)
+        c4 = channels(4)
+        self.conv = EqualConv2d(c4 + 1, c4, 3)
+        self.fc = EqualDense(c4 * 16, c4)
+        self.out = EqualDense(c4, pose_dim if pose == "projection" else 1)
+        if pose == "contrastive":
+            self.image_pose = nn.Sequential(EqualDense(c4, c4), nn.LeakyReLU(0.2), EqualDense(c4, pose_dim))
+        if pose != "none":  # the label's embedding: the projection vector, or the camera branch
+            self.camera_embed = nn.Sequential(
+                EqualDense(LABEL_DIM, pose_dim), nn.LeakyReLU(0.2), EqualDense(pose_dim, pose_dim)
+            )
+        self.pose_dim = pose_dim
+
+    def forward(
+        self,
+        images: Tensor,  # [B, 3, R, R] in [-1, 1]
+        labels: Tensor | None = None,  # [B, 25] camera labels (needed unless pose == "none")
+    ) -> DOutput:
+        x = lrelu(self.from_rgb(images))
+        for block in self.blocks:
+            x = block(x)
+        x = lrelu(self.conv(minibatch_std(x, self.mbstd_group)))
+        features = lrelu(self.fc(x.flatten(1)))  # [B, c4]
+        out = self.out(features)
+        if self.pose == "none":
+            return DOutput(out.squeeze(1), None, None)
+        if labels is None:
+            raise ValueError(f"a discriminator with pose={self.pose!r} needs camera labels")
+        camera = self.camera_embed(labels)  # [B, pose_dim]
+        if self.pose == "projection":
+            # EG3D normalises the camera embedding's second moment before the dot product
+            camera = camera * (camera.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
+            return DOutput((out * camera).sum(dim=1) / math.sqrt(self.pose_dim), None, None)
+        return DOutput(out.squeeze(1), self.image_pose(features), camera)
