@@ -1,13 +1,94 @@
-"""`gsgan-explorer`: the desktop app for looking inside a trained generator."""
+"""`gsgan-explorer [CKPT.safetensors] [--device cuda|cpu] [--resolution N]`: the desktop app.
+
+With no checkpoint it opens the bundled demo (the first `assets/*.safetensors` beside the
+package); until one exists it says so and opens an empty app that can open a file. Without a
+display it explains how to run anyway (xvfb-run, or gsgan-render) instead of crashing in GLFW.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def demo_checkpoint(assets: Path = ASSETS) -> Path | None:
+    """The bundled demo checkpoint, located relative to the package (not the working directory)."""
+    found = sorted(assets.glob("*.safetensors")) if assets.is_dir() else []
+    return found[0] if found else None
+
+
+def display_problem(environ=os.environ, platform: str = sys.platform) -> str | None:
+    """Why no window can open here, or None. Only X11/Wayland on Linux can be checked cheaply."""
+    if not platform.startswith("linux"):
+        return None
+    if environ.get("WAYLAND_DISPLAY"):
+        return None
+    display = environ.get("DISPLAY", "")
+    if not display:
+        return "no display: DISPLAY is not set"
+    host, _, number = display.partition(":")
+    number = number.split(".")[0]
+    if host in ("", "unix") and number.isdigit() and not Path(f"/tmp/.X11-unix/X{number}").exists():
+        return f"no display: nothing listens on DISPLAY={display}"
+    return None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gsgan-explorer", description="Look inside a trained gsgan generator.")
+    p.add_argument("checkpoint", nargs="?", help="generator checkpoint (.safetensors); default: the bundled demo")
+    p.add_argument("--device", default="auto", help="cuda, cpu or auto (default: cuda when available)")
+    p.add_argument("--resolution", type=int, default=None, help="render resolution (default 512 on GPU, 128 on CPU)")
+    return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    print("gsgan-explorer: not implemented yet (the explorer has not landed).", file=sys.stderr)
-    return 2
+    args = parser().parse_args(argv)
+    problem = display_problem()
+    if problem:
+        print(
+            f"gsgan-explorer: {problem}, so no window can open.\n"
+            "  On a machine without a screen, run it in a virtual display:  xvfb-run -a gsgan-explorer ...\n"
+            "  or render without a window:  gsgan-render CKPT --seeds 0-3 --out video.mp4",
+            file=sys.stderr,
+        )
+        return 1
+
+    import torch
+
+    from gsgan_core.errors import GsganError
+
+    from .commands import _device
+    from .engine import Engine
+    from .gui import ExplorerApp
+    from .state import ExplorerState
+
+    try:
+        device = _device(args.device)
+    except GsganError as err:
+        print(f"gsgan-explorer: error: {err}", file=sys.stderr)
+        return 1
+    state = ExplorerState()
+    state.render.resolution = args.resolution or (512 if device.type == "cuda" else 128)
+    if not 8 <= state.render.resolution <= 4096:
+        print(f"gsgan-explorer: error: --resolution must be between 8 and 4096, got {args.resolution}", file=sys.stderr)
+        return 1
+    path = args.checkpoint or demo_checkpoint()
+    status = ""
+    if path is None:
+        status = f"No checkpoint given and no demo checkpoint in {ASSETS} yet: open a .safetensors file (Checkpoint panel)."
+        print(f"gsgan-explorer: {status}", file=sys.stderr)
+    engine = Engine(device)
+    app = ExplorerApp(engine, state, status=status)
+    app.build()
+    if path is not None and not app.load(str(path)):
+        print(f"gsgan-explorer: {app._status}", file=sys.stderr)
+    torch.set_grad_enabled(False)
+    app.run()
+    return 0
 
 
 if __name__ == "__main__":

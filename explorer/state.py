@@ -73,6 +73,8 @@ class RecordSettings:
     resolution: int = 256
     pitch: float = 0.0  # turntable's elevation, radians
     out: str = "out/explorer.mp4"  # .mp4 (H.264), .gif or .png (numbered frames)
+    screenshot: str = "out/screenshot.png"  # where the Screenshot button writes the current frame
+    ply: str = "out/gaussians.ply"  # where Export PLY writes the current Gaussians
 
 
 @dataclass

@@ -1,0 +1,161 @@
+"""Drives the real explorer window (run under Xvfb by test_explorer_gui.py; also makes docs/explorer.png).
+
+Usage: python tests/gui_driver.py CKPT OUT_DIR [--screenshot PATH]
+
+It starts the app empty (as with no demo checkpoint), opens CKPT through the Checkpoint panel's
+own Load button, then uses the app's own widget callbacks and mouse handlers: change seed, drag
+to orbit, pick a level, click a Gaussian, record a 4-frame video. Framebuffer screenshots of the
+view are compared along the way. Facts go to OUT_DIR/result.json for the test to check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import dearpygui.dearpygui as dpg  # noqa: E402
+
+from explorer.engine import Engine  # noqa: E402
+from explorer.gui import VIEW_SIZE, ExplorerApp  # noqa: E402
+from explorer.state import ExplorerState  # noqa: E402
+from explorer.video import count_frames  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("checkpoint")
+    p.add_argument("out")
+    p.add_argument("--screenshot", default=None)
+    args = p.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    result: dict = {}
+
+    state = ExplorerState()
+    state.render.resolution = 64
+    app = ExplorerApp(Engine("cpu", direction_samples=256), state, status="no checkpoint (test)")
+    app.build()
+
+    def frames(n: int = 3) -> None:
+        for _ in range(n):
+            app.step()
+            dpg.render_dearpygui_frame()
+
+    def view_shot() -> np.ndarray:
+        full = app.framebuffer()
+        x0, y0, x1, y1 = (int(round(v)) for v in app.view_rect())
+        return full[y0:y1, x0:x1]
+
+    frames()
+    result["empty_status"] = dpg.get_value("status")
+    # A broken file first: a clear status message and still no crash.
+    broken = out / "broken.safetensors"
+    broken.write_bytes(b"garbage")
+    dpg.set_value("ckpt.path", str(broken))
+    app.press_button("ckpt.load")
+    result["broken_status"] = dpg.get_value("status")
+    dpg.set_value("ckpt.path", args.checkpoint)
+    app.press_button("ckpt.load")
+    result["loaded"] = app.engine.loaded
+    result["info"] = dpg.get_value("ckpt.info")
+    frames(5)
+
+    shots = {"start": view_shot()}
+    result["view_shape"] = list(shots["start"].shape)
+
+    app.widget_callback("w:latent.seed_a", 5)
+    frames()
+    shots["seed"] = view_shot()
+    result["seed_state"] = app.state.latent.seed_a
+
+    calls = app.engine.stats.generator_calls
+    yaw0 = app.state.camera.yaw
+    app.input.press(0, 200, 250)
+    for x in range(210, 330, 20):
+        app.input.move(x, 250)
+        frames(1)
+    app.input.release(0, 330, 250)
+    frames()
+    shots["orbit"] = view_shot()
+    result["orbit_yaw_change"] = app.state.camera.yaw - yaw0
+    result["orbit_generator_calls"] = app.engine.stats.generator_calls - calls
+    result["yaw_widget_deg"] = dpg.get_value("w:camera.yaw")
+    result["yaw_state_deg"] = float(np.degrees(app.state.camera.yaw))
+
+    radius = app.state.camera.radius
+    app.input.wheel(2)
+    result["zoom_ratio"] = app.state.camera.radius / radius
+
+    app.widget_callback("w:levels.mode", "only level k")
+    app.widget_callback("w:levels.level", 1)
+    frames()
+    shots["level"] = view_shot()
+    config = app.engine.generator.config
+    result["level_shown"] = app.engine.stats.num_gaussians
+    result["level_expected"] = config.gaussians_at_level(1) + config.num_background_gaussians
+
+    app.widget_callback("w:levels.mode", "all levels")
+    app.widget_callback("w:levels.background", False)
+    frames()
+    # Click on the object: a pixel of the current frame that is not the background.
+    image = app.engine.frame(app.state).image
+    background = np.round(np.asarray(app.state.render.background) * 255)
+    ys, xs = np.nonzero(np.abs(image.astype(np.float32) - background).sum(-1) > 60)
+    k = len(ys) // 2
+    scale = VIEW_SIZE / image.shape[0]
+    click = ((xs[k] + 0.5) * scale, (ys[k] + 0.5) * scale)
+    app.input.press(0, *click)
+    app.input.release(0, *click)
+    frames()
+    result["selected"] = app.state.levels.selected
+    result["selected_level"] = None if app.state.levels.selected is None else int(
+        app.engine.gaussians(app.state.latent).level[app.state.levels.selected])
+
+    video = out / "record.mp4"
+    app.widget_callback("w:record.frames", 4)
+    app.widget_callback("w:record.resolution", "64")
+    app.widget_callback("w:record.out", str(video))
+    app.press_button("record.start")
+    deadline = time.time() + 90
+    ui_frames_during = 0
+    while app.job is not None and app.job.running and time.time() < deadline:
+        frames(1)
+        ui_frames_during += 1
+    frames(2)
+    result["record_status"] = dpg.get_value("status")
+    result["record_frames"] = count_frames(video) if video.exists() else 0
+    result["ui_frames_while_recording"] = ui_frames_during
+    result["progress"] = dpg.get_value("record.progress")
+
+    for name, shot in shots.items():
+        iio.imwrite(out / f"view_{name}.png", shot)
+    result["view_std"] = {name: float(shot.astype(np.float32).std()) for name, shot in shots.items()}
+    names = list(shots)
+    result["view_change"] = {
+        f"{a}->{b}": float(np.abs(shots[a].astype(np.int16) - shots[b]).mean()) for a, b in zip(names, names[1:])
+    }
+    if args.screenshot:
+        # A readable picture for the README: a larger render, the Levels panel in use.
+        app.press_button("camera.reset")
+        app.widget_callback("w:render.resolution", "256")
+        app.widget_callback("w:levels.background", True)
+        app.widget_callback("w:levels.color_by_level", True)
+        app.widget_callback("w:levels.scale", 0.35)
+        app.state.levels.selected = None
+        frames(3)
+        iio.imwrite(args.screenshot, app.framebuffer())
+    (out / "result.json").write_text(json.dumps(result, indent=1))
+    app.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
