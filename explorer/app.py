@@ -61,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from gsgan_core.errors import GsganError
 
-    from .commands import _device
-    from .engine import Engine
+    from .commands import _device, interactive_engine
     from .gui import ExplorerApp
     from .state import ExplorerState
 
@@ -81,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     if path is None:
         status = f"No checkpoint given and no demo checkpoint in {ASSETS} yet: open a .safetensors file (Checkpoint panel)."
         print(f"gsgan-explorer: {status}", file=sys.stderr)
-    engine = Engine(device)
+    engine = interactive_engine(device)
     app = ExplorerApp(engine, state, status=status)
     app.build()
     if path is not None and not app.load(str(path)):

@@ -53,6 +53,15 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def interactive_engine(device: torch.device):
+    """The engine as the explorer and the commands use it: on CUDA with TF32 matmuls and the
+    synthesis replayed as a CUDA graph (see docs/BENCHMARKS.md, explorer section)."""
+    from .engine import Engine
+
+    cuda = device.type == "cuda"
+    return Engine(device, precision="tf32" if cuda else "fp32", cuda_graph=cuda)
+
+
 def _background(text: str) -> tuple[float, float, float]:
     from gsgan_core.errors import ConfigError
 
@@ -106,7 +115,6 @@ def _render(args) -> int:
 
     from gsgan_core.errors import CheckpointError, ConfigError
 
-    from .engine import Engine
     from .recording import record, trajectory, with_seed
     from .state import ExplorerState
     from .video import VIDEO_SUFFIXES, check_output
@@ -126,7 +134,7 @@ def _render(args) -> int:
     if not Path(args.checkpoint).is_file():
         raise CheckpointError(args.checkpoint, "no such file")
 
-    engine = Engine(_device(args.device))
+    engine = interactive_engine(_device(args.device))
     engine.load(args.checkpoint)
     base = ExplorerState(checkpoint=args.checkpoint)
     base.camera = engine.default_camera()
@@ -180,7 +188,7 @@ def _export(args) -> int:
     from gsgan_core.errors import CheckpointError, ConfigError
     from gsgan_core.io.ply import write_ply
 
-    from .engine import Engine, keep_levels
+    from .engine import keep_levels
     from .state import LatentState
     from .video import check_output
 
@@ -190,7 +198,7 @@ def _export(args) -> int:
     levels = None if args.levels.strip().lower() == "all" else parse_int_list(args.levels, "level")
     if not Path(args.checkpoint).is_file():
         raise CheckpointError(args.checkpoint, "no such file")
-    engine = Engine(_device(args.device))
+    engine = interactive_engine(_device(args.device))
     engine.load(args.checkpoint)
     if levels is not None and max(levels) >= engine.num_levels():
         raise ConfigError(f"--levels {args.levels}: this generator has levels 0..{engine.num_levels() - 1}")

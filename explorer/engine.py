@@ -147,8 +147,11 @@ def _sync(device: torch.device) -> None:
 class Engine:
     """Turns an `ExplorerState` into frames, recomputing only what changed.
 
-    `device`: where the generator and rasterizer run. `precision`: "fp32" or "bf16" (autocast of
-    the generator on CUDA; the rasterizer always gets float32).
+    `device`: where the generator and rasterizer run. `precision` (CUDA only; the rasterizer
+    always gets float32): "fp32", "tf32" (TF32 matmuls, a process-wide torch switch) or "bf16"
+    (autocast of the synthesis). `cuda_graph`: replay the synthesis as one CUDA graph
+    (`GraphedSynthesis`; at batch 1 kernel launches cost more than the kernels); falls back to
+    eager if capture fails.
     """
 
     def __init__(
@@ -158,10 +161,17 @@ class Engine:
         precision: str = "fp32",
         num_directions: int = 5,
         direction_samples: int = 2000,
+        cuda_graph: bool = False,
     ):
-        if precision not in ("fp32", "bf16"):
-            raise ConfigError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if precision not in ("fp32", "tf32", "bf16"):
+            raise ConfigError(f"precision must be 'fp32', 'tf32' or 'bf16', got {precision!r}")
         self.device = torch.device(device)
+        self.cuda_graph = bool(cuda_graph) and self.device.type == "cuda" and precision != "bf16"
+        self.graph_problem: str | None = None  # why the CUDA graph is not used, if asked for
+        self._graphed = None
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+            torch.backends.cudnn.allow_tf32 = precision == "tf32"
         self.backend = backend
         self.precision = precision
         self.num_directions = num_directions
@@ -195,7 +205,17 @@ class Engine:
         generator = generator.to(self.device).eval().requires_grad_(False)
         info = info or CheckpointInfo(path="<in memory>", config=generator.config)
         directions, stds = self._principal_directions(generator, info)
+        graphed = None
+        if self.cuda_graph:
+            from gsgan_core.models.graphed import GraphedSynthesis
+
+            try:
+                graphed = GraphedSynthesis(generator, batch_size=1)
+                self.graph_problem = None
+            except Exception as err:  # capture can fail on odd set-ups; eager gives the same result
+                self.graph_problem = f"{type(err).__name__}: {err}"
         with self._lock:
+            self._graphed = graphed
             self.generator, self.info = generator, info
             self.directions, self.direction_stds = directions, stds
             self._c = None
@@ -315,7 +335,9 @@ class Engine:
         start = time.perf_counter()
         with torch.inference_mode():
             ws = self.ws(latent)
-            if self.precision == "bf16" and self.device.type == "cuda":
+            if self._graphed is not None:
+                out = self._graphed(ws)  # a clone: the graph's buffers are reused by the next call
+            elif self.precision == "bf16" and self.device.type == "cuda":
                 with torch.autocast("cuda", dtype=torch.bfloat16):
                     out = G.synthesize(ws)
                 out = out.to(torch.float32)
