@@ -100,14 +100,15 @@ def _read_header(path: Path) -> dict[str, Any]:
         head = f.read(8)
         if len(head) < 8:
             raise CheckpointError(path, f"too short to be a safetensors file ({size} bytes)")
-        if head[:2] == b"PK" or head[:1] == b"\x80":
-            raise CheckpointError(
-                path,
-                "is a pickle or a torch.save archive, not a safetensors file; gsgan never unpickles "
-                "files (they can run code). Convert it with the tool that made it, to safetensors.",
-            )
         (header_len,) = struct.unpack("<Q", head)
         if header_len == 0 or header_len > min(_MAX_HEADER_BYTES, size - 8):
+            # Not a safetensors header; say what it is if we can tell (without unpickling it).
+            if head[:2] == b"PK" or (head[:1] == b"\x80" and 2 <= head[1] <= 5):
+                raise CheckpointError(
+                    path,
+                    "is a pickle or a torch.save archive, not a safetensors file; gsgan never unpickles "
+                    "files (they can run code). Convert it with the tool that made it, to safetensors.",
+                )
             raise CheckpointError(path, "is not a safetensors file (its 8-byte header length is invalid), or is truncated")
         raw = f.read(header_len)
     try:

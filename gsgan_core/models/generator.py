@@ -151,17 +151,22 @@ class GaussianHead(nn.Module):
     def __init__(self, channels: int, view_embed_dim: int = 0, soft_clamp: bool = False):
         super().__init__()
         self.geometry = nn.Linear(channels, 11)
-        self.color = nn.Linear(channels + view_embed_dim, 3)
+        self.color = nn.Linear(channels, 3)
+        # Linear(concat(token, view)) split in two, so the view term is computed once per scene
+        # instead of concatenating it to every one of up to 262,144 tokens.
+        self.color_view = nn.Linear(view_embed_dim, 3, bias=False) if view_embed_dim else None
         self.soft_clamp = soft_clamp
-        for layer in (self.geometry, self.color):  # small first steps keep children near their parents
-            layer.weight.data.mul_(0.1)
-            nn.init.zeros_(layer.bias)
+        for layer in (self.geometry, self.color, self.color_view):  # small steps keep children near parents
+            if layer is not None:
+                layer.weight.data.mul_(0.1)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
 
     def forward(self, x: Tensor, view_embedding: Tensor | None = None) -> Params:
         d_mean, d_log_scale, d_quat, d_opacity = self.geometry(x).split([3, 3, 4, 1], dim=-1)
-        if view_embedding is not None:
-            x = torch.cat([x, view_embedding.unsqueeze(1).expand(-1, x.shape[1], -1)], dim=-1)
         d_color = self.color(x)
+        if self.color_view is not None and view_embedding is not None:
+            d_color = d_color + self.color_view(view_embedding).unsqueeze(1)
         if self.soft_clamp:
             d_log_scale, d_quat, d_color, d_opacity = map(soft_clamp, (d_log_scale, d_quat, d_color, d_opacity))
         return Params(d_mean, d_log_scale, d_quat, d_color, d_opacity)

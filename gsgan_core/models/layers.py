@@ -105,17 +105,19 @@ class Attention(nn.Module):
             out = out.transpose(1, 2)
         elif self.kind == "knn":
             out = self._knn(x, q, k, v)
-        else:
+        else:  # siblings: a batch of B * N/G tiny sequences of G tokens each
             G = self.group_size
-            q, k, v = (t.reshape(B, N // G, G, H, D) for t in (q, k, v))
-            scores = torch.einsum("bgihd,bgjhd->bghij", q, k) / math.sqrt(D)
-            out = torch.einsum("bghij,bgjhd->bgihd", scores.softmax(dim=-1), v)
+            q, k, v = (t.reshape(B * N // G, G, H, D).transpose(1, 2) for t in (q, k, v))
+            out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2)
         return self.proj(out.reshape(B, N, C))
 
     def _knn(self, x: Tensor, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         B, N, H, D = q.shape
         with torch.no_grad():  # the neighbourhood is a choice, not a differentiable quantity
-            neighbours = torch.cdist(x, x).topk(min(self.knn_k, N), dim=-1, largest=False).indices  # [B, N, K]
+            # Squared distances up to a per-row constant: |x_j|^2 - 2 x_i.x_j (one matmul).
+            sq_norm = x.square().sum(-1)  # [B, N]
+            distance = sq_norm.unsqueeze(1) - 2 * x @ x.transpose(1, 2)  # [B, N, N]
+            neighbours = distance.topk(min(self.knn_k, N), dim=-1, largest=False).indices  # [B, N, K]
         K = neighbours.shape[-1]
         gather_index = neighbours.reshape(B, N * K, 1, 1).expand(B, N * K, H, D)
         k_nb = k.gather(1, gather_index).view(B, N, K, H, D)
