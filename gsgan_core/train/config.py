@@ -1,0 +1,126 @@
+"""Every training hyperparameter in one dataclass; defaults are the reference's (model doc, section 5).
+
+`gsgan-train` exposes each field as `--field-name` (see `parse_args`): nothing is hidden elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+
+from gsgan_core.errors import ConfigError
+
+BACKGROUNDS = ("random", "white", "black")
+
+
+@dataclass
+class TrainConfig:
+    # --- where
+    data: str = ""  # EG3D dataset: folder or .zip with dataset.json
+    outdir: str = ""  # snapshots, training state and the log go here
+    resume: str = ""  # a training-state .safetensors (or a run folder holding one) to continue from
+
+    # --- model
+    preset: str = "ffhq256"  # generator preset: tiny | ffhq256 | ffhq512
+    resolution: int = 0  # training image size; 0 = the dataset's (images are resized if different)
+    g_pose_cond: bool = True  # GSGAN: mapping sees the camera label (CGS-GAN: False)
+    g_background: bool = True  # GSGAN's background Gaussians (CGS-GAN: False, random colour instead)
+    g_soft_clamp: bool = False  # CGS-GAN's 20 tanh(0.05 v) on head outputs
+    g_view_dependent_color: bool = True  # GSGAN: render colour sees the view direction (CGS-GAN: False)
+    d_pose: str = "contrastive"  # contrastive (GSGAN) | projection (EG3D, CGS-GAN) | none
+    d_channel_base: int = 32768
+    d_channel_max: int = 512
+    d_mbstd_group: int = 4
+
+    # --- optimisation
+    batch: int = 32  # total over all processes; each process takes batch / world_size
+    kimg: float = 15000  # length of training in thousands of real images shown
+    g_lr: float = 0.0025
+    d_lr: float = 0.002
+    adam_beta1: float = 0.0
+    adam_beta2: float = 0.99
+    g_clip: float = 20.0  # gradient-norm clipping (0 = off)
+    d_clip: float = 5.0
+    ema_kimg: float = 10.0  # G_ema half-life in kimg
+    ema_rampup: float = 0.05  # half-life is at most this fraction of images seen so far (0 = off)
+
+    # --- losses
+    r1_gamma: float = 1.0
+    r1_interval: int = 16  # lazy R1: every this many D steps, scaled up by the interval (0 = off)
+    pose_weight: float = 1.0  # InfoNCE weight in G's loss and in D's loss on reals
+    pose_temperature: float = 0.1
+    lambda_center: float = 1.0  # ||mean of level-0 anchors||^2 / 3 (faces 1, cats 10)
+    lambda_knn: float = 10.0  # mean squared distance to the knn_k nearest level-0 anchors (CGS-GAN 20)
+    knn_k: int = 64
+    c_swap_prob: float = 0.5  # pose-conditioned mapping: probability of a camera other than the render's
+    views: int = 1  # CGS-GAN multi-view: render each generated scene from this many cameras (4)
+    blur_sigma: float = 10.0  # D-input blur at the start, in pixels at 256 (scaled with resolution)
+    blur_fade_kimg: float = 200.0  # the blur fades to 0 over this many kimg
+    background: str = "random"  # colour behind real RGBA images and behind rendered fakes
+    xflip: bool = False  # add mirrored images with mirrored cameras
+
+    # --- bookkeeping
+    seed: int = 0
+    snap_kimg: float = 50.0  # snapshot (grid PNG, checkpoint, training state) every this many kimg
+    log_steps: int = 20  # one JSONL line of averaged scalars every this many steps
+    grid_seeds: int = 8  # snapshot grid: this many fixed seeds...
+    grid_yaws: str = "-0.5,0,0.5"  # ...each from these fixed yaws (radians)
+    swd_images: int = 0  # > 0: sliced Wasserstein distance on this many images at each snapshot
+    workers: int = 2  # data-loading processes per training process
+    device: str = "auto"  # auto | cpu | cuda
+    render_backend: str = "auto"  # auto | gsplat | reference
+    max_steps: int = 0  # stop after this many steps even before kimg (tests, benchmarks; 0 = off)
+
+    def __post_init__(self):
+        if self.d_pose not in ("contrastive", "projection", "none"):
+            raise ConfigError(f"--d-pose must be contrastive, projection or none, got {self.d_pose!r}")
+        if self.background not in BACKGROUNDS:
+            raise ConfigError(f"--background must be one of {BACKGROUNDS}, got {self.background!r}")
+        if self.batch < 1 or self.views < 1 or self.kimg <= 0:
+            raise ConfigError("--batch and --views must be >= 1 and --kimg > 0")
+        if self.r1_interval < 0 or self.log_steps < 1 or self.snap_kimg <= 0:
+            raise ConfigError("--r1-interval must be >= 0, --log-steps >= 1 and --snap-kimg > 0")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# Fields that shape the networks or their inputs: a resumed run must keep them.
+MODEL_FIELDS = (
+    "preset", "resolution", "g_pose_cond", "g_background", "g_soft_clamp", "g_view_dependent_color",
+    "d_pose", "d_channel_base", "d_channel_max", "d_mbstd_group",
+)
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def build_parser(prog: str = "gsgan-train") -> argparse.ArgumentParser:
+    """One --flag per TrainConfig field, typed and defaulted from the dataclass."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Train a hierarchical Gaussian-splat GAN. Multi-GPU: "
+        "torchrun --nproc_per_node N -m gsgan_core.train ...",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        kind = {"bool": _parse_bool, "int": int, "float": float, "str": str}[field.type]
+        parser.add_argument(flag, type=kind, default=field.default, metavar=field.type.upper())
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    args = build_parser().parse_args(argv)
+    config = TrainConfig(**vars(args))
+    if not config.data and not config.resume:
+        raise ConfigError("--data is required (an EG3D dataset folder or .zip)")
+    if not config.outdir:
+        raise ConfigError("--outdir is required")
+    return config

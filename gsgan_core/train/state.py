@@ -1,0 +1,111 @@
+"""The training-state file: everything `--resume` needs, without a single pickle.
+
+One `.safetensors` file. Tensors: G, D and G_ema state dicts ("G.", "D.", "G_ema." prefixes) and
+both Adam states ("opt_G.<param index>.<exp_avg|exp_avg_sq|step>"). Header metadata (JSON):
+the TrainConfig, the progress (step, nimg), and the optimizers' param_groups.
+
+Random numbers in training are drawn from a generator reseeded from (seed, rank, step) at every
+step and the data order is a function of (seed, step), so progress alone restores them exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from gsgan_core.errors import TrainingError
+from gsgan_core.io.atomic import atomic_path
+
+FORMAT_NAME = "gsgan-training-state"
+STATE_FILE = "training-state.safetensors"
+
+
+def _optimizer_tensors(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list]:
+    state = optimizer.state_dict()
+    tensors = {}
+    for index, values in state["state"].items():
+        for key, value in values.items():
+            tensors[f"{prefix}.{index}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    return tensors, state["param_groups"]
+
+
+def save_training_state(
+    path: str | os.PathLike,
+    modules: dict[str, torch.nn.Module],  # {"G": G, "D": D, "G_ema": G_ema}
+    optimizers: dict[str, torch.optim.Optimizer],  # {"opt_G": ..., "opt_D": ...}
+    config: dict[str, Any],
+    progress: dict[str, Any],  # {"step": int, "nimg": int}
+) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    for name, module in modules.items():
+        for key, value in module.state_dict().items():
+            tensors[f"{name}.{key}"] = value.detach().cpu().contiguous()
+    groups = {}
+    for name, optimizer in optimizers.items():
+        opt_tensors, groups[name] = _optimizer_tensors(name, optimizer)
+        tensors.update(opt_tensors)
+    metadata = {
+        "format": FORMAT_NAME,
+        "config": json.dumps(config),
+        "progress": json.dumps(progress),
+        "param_groups": json.dumps(groups),
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+
+
+def resolve_state_path(path: str | os.PathLike) -> Path:
+    """A state file, or a run folder that holds one."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / STATE_FILE
+    if not path.is_file():
+        raise TrainingError(f"{path}: no training-state file to resume from")
+    return path
+
+
+def read_training_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(tensors, {"config", "progress", "param_groups"}); TrainingError for anything else."""
+    path = resolve_state_path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise TrainingError(f"{path}: not a readable safetensors training state ({err})") from None
+    if metadata.get("format") != FORMAT_NAME:
+        raise TrainingError(f"{path}: not a gsgan training state (a generator checkpoint cannot resume training)")
+    try:
+        info = {key: json.loads(metadata[key]) for key in ("config", "progress", "param_groups")}
+    except (KeyError, json.JSONDecodeError) as err:
+        raise TrainingError(f"{path}: training-state metadata is damaged ({err})") from None
+    return tensors, info
+
+
+def load_into(
+    tensors: dict[str, torch.Tensor],
+    info: dict[str, Any],
+    modules: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+) -> None:
+    """Restores modules and optimizers in place (on their own devices)."""
+    for name, module in modules.items():
+        prefix = name + "."
+        module_state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        missing, unexpected = module.load_state_dict(module_state, strict=False)
+        if missing or unexpected:
+            raise TrainingError(f"training state does not fit {name}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    for name, optimizer in optimizers.items():
+        prefix = name + "."
+        per_param: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith(prefix):
+                index, field = key[len(prefix):].split(".", 1)
+                per_param.setdefault(int(index), {})[field] = value
+        optimizer.load_state_dict({"state": per_param, "param_groups": info["param_groups"][name]})

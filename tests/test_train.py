@@ -1,0 +1,174 @@
+"""Training on CPU: a few steps of the tiny preset, exact resume, NaN and SIGTERM handling, DDP with gloo."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from gsgan_core.data.heads import make_heads_dataset
+from gsgan_core.errors import TrainingError
+from gsgan_core.io.checkpoint import load_checkpoint
+from gsgan_core.models.config import preset
+from gsgan_core.models.generator import Generator
+from gsgan_core.train import losses
+from gsgan_core.train.config import TrainConfig, parse_args
+from gsgan_core.train.loop import train
+from gsgan_core.train.state import read_training_state
+
+RES = 16  # the reference rasterizer on 2 CPU cores: keep images tiny
+
+
+@pytest.fixture(scope="module")
+def heads(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "heads.zip"
+    make_heads_dataset(path, 8, RES, seed=0, processes=1, progress=False)
+    return str(path)
+
+
+def tiny_config(data, outdir, **overrides) -> TrainConfig:
+    values = dict(data=data, outdir=str(outdir), preset="tiny", batch=2, kimg=1.0, snap_kimg=1.0, log_steps=1,
+                  workers=0, r1_interval=2, d_channel_base=1024, d_channel_max=64, grid_seeds=2, device="cpu")
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def read_log(outdir) -> list[dict]:
+    lines = (outdir / "log.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if '"loss/G"' in line]
+
+
+def test_a_few_steps_learn_and_write_an_explorer_checkpoint(heads, tmp_path):
+    outdir = tmp_path / "run"
+    config = tiny_config(heads, outdir, max_steps=2, views=2, swd_images=4, snap_kimg=0.004)
+    result = train(config)
+    assert result.step == 2 and result.nimg == 4
+    log = read_log(outdir)
+    assert [r["step"] for r in log] == [1, 2]
+    for record in log:
+        for key, value in record.items():
+            assert isinstance(value, (int, float)) and torch.isfinite(torch.tensor(float(value))), key
+    assert log[0]["loss/r1"] > 0 and log[0]["loss/G_pose"] > 0  # R1 ran at step 0; contrastive pose is on
+    swd = [json.loads(line) for line in (outdir / "log.jsonl").read_text().splitlines() if "metrics/swd" in line]
+    assert len(swd) == 1 and swd[0]["metrics/swd"] > 0
+
+    torch.manual_seed(config.seed)  # the same initial weights training started from
+    initial = Generator(preset("tiny", image_resolution=RES, c_dim=25))
+    changed = [name for name, p in result.G.named_parameters()
+               if not torch.equal(p.detach(), initial.state_dict()[name])]
+    assert len(changed) > 0.5 * len(list(initial.parameters()))
+
+    for name in ("network-snapshot-final.safetensors", "network-latest.safetensors"):
+        G, info = load_checkpoint(outdir / name)
+        assert info.training["step"] == 2 and info.resolution == RES and G.config.c_dim == 25
+    assert (outdir / "fakes-final.png").stat().st_size > 0 and (outdir / "fakes-000000.004.png").exists()
+    from explorer.engine import Engine  # the explorer opens the snapshot directly
+
+    engine = Engine(device="cpu", direction_samples=64)
+    assert engine.load(outdir / "network-snapshot-final.safetensors").kimg == pytest.approx(0.004)
+
+
+def test_resume_continues_exactly(heads, tmp_path):
+    straight = train(tiny_config(heads, tmp_path / "straight", max_steps=4))
+    train(tiny_config(heads, tmp_path / "split", max_steps=2))
+    resumed = train(tiny_config(heads, tmp_path / "split", max_steps=2, resume=str(tmp_path / "split")))
+    assert resumed.step == straight.step == 4
+    assert [r["loss/G"] for r in read_log(tmp_path / "split")] == [r["loss/G"] for r in read_log(tmp_path / "straight")]
+    assert [r["loss/D"] for r in read_log(tmp_path / "split")] == [r["loss/D"] for r in read_log(tmp_path / "straight")]
+    for name in ("G", "D", "G_ema"):
+        a, b = getattr(straight, name).state_dict(), getattr(resumed, name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    tensors, info = read_training_state(tmp_path / "split")
+    assert info["progress"] == {"step": 4, "nimg": 8} and any(k.startswith("opt_D.") for k in tensors)
+
+
+def test_resume_refuses_a_different_model_and_a_fresh_run_refuses_an_old_outdir(heads, tmp_path):
+    train(tiny_config(heads, tmp_path / "run", max_steps=1))
+    with pytest.raises(TrainingError, match="d_pose"):
+        train(tiny_config(heads, tmp_path / "run", max_steps=1, resume=str(tmp_path / "run"), d_pose="projection"))
+    with pytest.raises(TrainingError, match="already holds"):
+        train(tiny_config(heads, tmp_path / "run", max_steps=1))
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_snapshot(heads, tmp_path, monkeypatch):
+    calls = []
+
+    def poisoned_center(anchors):
+        calls.append(1)
+        value = losses.center_loss.__wrapped__(anchors)
+        return value * float("nan") if len(calls) == 3 else value
+
+    poisoned_center.__wrapped__ = losses.center_loss
+    monkeypatch.setattr(losses, "center_loss", poisoned_center)
+    outdir = tmp_path / "run"
+    with pytest.raises(TrainingError, match="step 2"):
+        train(tiny_config(heads, outdir, snap_kimg=0.002, r1_interval=0))
+    G, info = load_checkpoint(outdir / "network-latest.safetensors")
+    assert info.training["step"] == 2 and not (outdir / "network-snapshot-final.safetensors").exists()
+    assert all(torch.isfinite(p).all() for p in G.parameters())
+
+
+def test_sigterm_writes_a_final_snapshot_and_stops(heads, tmp_path, monkeypatch):
+    original = losses.knn_loss
+
+    def knn_then_sigterm(anchors, k):
+        os.kill(os.getpid(), signal.SIGTERM)  # as if the scheduler stopped the job during step 0
+        return original(anchors, k)
+
+    monkeypatch.setattr(losses, "knn_loss", knn_then_sigterm)
+    outdir = tmp_path / "run"
+    result = train(tiny_config(heads, outdir))
+    assert result.step == 1
+    _, info = load_checkpoint(outdir / "network-snapshot-final.safetensors")
+    assert info.training["step"] == 1
+    assert read_training_state(outdir)[1]["progress"]["step"] == 1
+
+
+def test_command_line_flags_cover_the_config(tmp_path, capsys):
+    config = parse_args(["--data", "d.zip", "--outdir", str(tmp_path), "--r1-gamma", "0.5", "--g-pose-cond", "false",
+                         "--d-pose", "projection", "--views", "4"])
+    assert (config.r1_gamma, config.g_pose_cond, config.d_pose, config.views) == (0.5, False, "projection", 4)
+    from gsgan_core.cli import train_main
+
+    assert train_main(["--data", str(tmp_path / "missing.zip"), "--outdir", str(tmp_path / "o")]) == 1
+    assert "missing.zip: not found" in capsys.readouterr().err
+
+
+DDP_SCRIPT = textwrap.dedent("""
+    import sys, torch, torch.distributed as dist
+    from gsgan_core.train.config import TrainConfig
+    from gsgan_core.train.loop import train
+    data, outdir = sys.argv[1], sys.argv[2]
+    config = TrainConfig(data=data, outdir=outdir, preset="tiny", batch=2, kimg=1.0, snap_kimg=1.0, workers=0,
+                         max_steps=2, r1_interval=2, d_channel_base=1024, d_channel_max=64, grid_seeds=2,
+                         device="cpu", log_steps=1)
+    result = train(config)
+    flat = {name: torch.cat([p.detach().flatten() for p in getattr(result, name).parameters()])
+            for name in ("G", "D", "G_ema")}
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, flat)
+    if dist.get_rank() == 0:
+        for name in flat:
+            assert all(torch.equal(g[name], gathered[0][name]) for g in gathered), name + " out of sync"
+        print("IN SYNC", dist.get_world_size(), result.step, flush=True)
+""")
+
+
+def test_ddp_two_cpu_processes_stay_in_sync(heads, tmp_path):
+    script = tmp_path / "ddp_check.py"
+    script.write_text(DDP_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+         str(script), heads, str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "IN SYNC 2 2" in proc.stdout
+    log = read_log(tmp_path / "run")
+    assert [r["step"] for r in log] == [1, 2]  # one log, written by rank 0 only
+    assert load_checkpoint(tmp_path / "run" / "network-snapshot-final.safetensors")[1].training["step"] == 2
