@@ -1,0 +1,96 @@
+"""`gsgan-metrics --network CKPT --data DATASET`: SWD (always) and FID (with --fid-weights) of a generator.
+
+SWD is also computed between two disjoint sets of reals: the floor that a perfect generator would reach
+with this many images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import torch
+
+from gsgan_core.errors import GsganError
+
+
+def real_images(dataset, indices, resolution: int) -> torch.Tensor:  # -> [n, 3, R, R] in [-1, 1] on white
+    import torch.nn.functional as F
+
+    from gsgan_core.data.dataset import composite
+
+    images = composite(torch.stack([dataset[int(i)][0] for i in indices]), torch.ones(len(indices), 3))
+    return F.interpolate(images, size=(resolution, resolution), mode="area") if images.shape[-1] != resolution else images
+
+
+def fake_images(G, labels: torch.Tensor, resolution: int, seed: int, device, batch: int = 16) -> torch.Tensor:
+    from gsgan_core.models.generator import z_from_seeds
+    from gsgan_core.train.loop import generate_images
+
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(labels), batch):
+            c = labels[start : start + batch].to(device)
+            z = z_from_seeds(range(seed + start, seed + start + len(c)), G.config.z_dim, device)
+            images, _ = generate_images(G, z, c if G.config.c_dim else None, c[:, None],
+                                        torch.ones(len(c), 1, 3, device=device), resolution)
+            out.append(images.cpu())
+    return torch.cat(out)
+
+
+def metrics_command(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gsgan-metrics", description="Compare generated and real images.")
+    parser.add_argument("--network", required=True, help="generator checkpoint (.safetensors)")
+    parser.add_argument("--data", required=True, help="EG3D dataset (folder or .zip) of real images")
+    parser.add_argument("--num", type=int, default=1000, help="images per set")
+    parser.add_argument("--metrics", default="swd", help="comma-separated: swd, fid")
+    parser.add_argument("--fid-weights", default="", help="local FID Inception weights (.pth or .safetensors)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
+    args = parser.parse_args(argv)
+    wanted = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    unknown = sorted(set(wanted) - {"swd", "fid"})
+    if unknown:
+        print(f"gsgan-metrics: unknown metric(s) {unknown}; known: swd, fid", file=sys.stderr)
+        return 2
+    try:
+        from gsgan_core.data.dataset import ImageDataset, check_dataset
+        from gsgan_core.io.checkpoint import load_checkpoint
+        from gsgan_core.metrics.fid import FIDUnavailable, fid
+        from gsgan_core.metrics.swd import sliced_wasserstein
+
+        if "fid" in wanted and not args.fid_weights:
+            raise FIDUnavailable("FID was asked for but no --fid-weights FILE was given; FID needs the Inception "
+                                 "weights as a local file (nothing is downloaded). SWD needs none.")
+        device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                              ("cpu" if args.device == "auto" else args.device))
+        check_dataset(args.data)
+        dataset = ImageDataset(args.data)
+        G, info = load_checkpoint(args.network)
+        G = G.to(device).eval()
+        resolution = info.resolution
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))
+        num = min(args.num, len(dataset) // 2)
+        reals_a = real_images(dataset, order[:num], resolution)
+        reals_b = real_images(dataset, order[num : 2 * num], resolution)
+        fakes = fake_images(G, dataset.labels[order[:num]], resolution, args.seed, device)
+        results = {"num": num, "resolution": resolution}
+        if "swd" in wanted:
+            swd = sliced_wasserstein(reals_a, fakes, seed=args.seed)
+            floor = sliced_wasserstein(reals_a, reals_b, seed=args.seed)
+            results.update(swd=swd["mean"], swd_levels=swd["levels"], swd_real_floor=floor["mean"],
+                           swd_resolutions=swd["resolutions"])
+        if "fid" in wanted:
+            results["fid"] = fid(reals_a, fakes, args.fid_weights, device)
+            results["fid_real_floor"] = fid(reals_a, reals_b, args.fid_weights, device)
+    except GsganError as err:
+        print(f"gsgan-metrics: {err}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for key, value in results.items():
+            print(f"{key}: {value}")
+    return 0
