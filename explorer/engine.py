@@ -81,8 +81,8 @@ class _RenderedFrame:
     frame: Frame
     depth: Tensor  # [H, W] expected depth, on the device (for picking)
     alpha: Tensor  # [H, W]
-    cam2world: Tensor  # [4, 4]
-    K_norm: Tensor  # [3, 3]
+    cam2world: Tensor  # [4, 4], on the host
+    K_norm: Tensor  # [3, 3], on the host
     shown_index: Tensor  # [M] indices into the raw Gaussians of the Gaussians drawn
 
 
@@ -412,8 +412,10 @@ class Engine:
             raise ConfigError(f"resolution must be between 8 and 4096 pixels, got {size}")
         _sync(self.device)
         start = time.perf_counter()
-        cam2world, K_norm = viewer_cameras(state.camera, self.device)
-        viewmats, Ks = to_rasterizer(cam2world, K_norm, size, size)
+        # Camera maths on the host (a few dozen tiny ops: launching them on a GPU costs more than
+        # they do, and some would synchronise), then one small copy.
+        cam2world, K_norm = viewer_cameras(state.camera)
+        viewmats, Ks = (t.to(self.device, non_blocking=True) for t in to_rasterizer(cam2world, K_norm, size, size))
         background = torch.tensor(settings.background, dtype=torch.float32, device=self.device)
         with torch.inference_mode():
             out = render(shown, viewmats[None], Ks[None], size, size, background=background, backend=self.backend)
@@ -452,8 +454,8 @@ class Engine:
             z = float(rendered.depth[py, px])
             K = rendered.K_norm
             fx, fy, cx, cy = float(K[0, 0]) * size, float(K[1, 1]) * size, float(K[0, 2]) * size, float(K[1, 2]) * size
-            point_cam = torch.tensor([(px + 0.5 - cx) / fx * z, (py + 0.5 - cy) / fy * z, z], device=self.device)
-            point = rendered.cam2world[:3, :3] @ point_cam + rendered.cam2world[:3, 3]  # [3] world
+            point_cam = torch.tensor([(px + 0.5 - cx) / fx * z, (py + 0.5 - cy) / fy * z, z])
+            point = (rendered.cam2world[:3, :3] @ point_cam + rendered.cam2world[:3, 3]).to(self.device)  # [3] world
             raw = self.gaussians(state.latent)
             candidates = rendered.shown_index[raw.level[rendered.shown_index] >= 0]  # foreground only
             if candidates.numel() == 0:
