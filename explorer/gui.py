@@ -258,7 +258,7 @@ class ExplorerApp:
                 self._bind(dpg.add_checkbox, "levels.centres", label="centres as dots")
                 self._bind(dpg.add_checkbox, "levels.background", label="background")
             self._bind(dpg.add_slider_float, "levels.scale", label="scale x", min_value=0.05, max_value=2.0, width=220)
-            dpg.add_text("", tag="levels.counts")
+            dpg.add_text("", tag="levels.counts", wrap=PANEL_WIDTH - 30)
             with dpg.group(horizontal=True):
                 dpg.add_text("click the view to select a coarse Gaussian", tag="levels.selection")
                 dpg.add_button(label="clear", callback=lambda: set_path(self.state, "levels.selected", None))
