@@ -46,19 +46,28 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--preset", default="ffhq256")
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--compiled-bf16", action="store_true", help="profile torch.compile + bf16 autocast")
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.manual_seed(0)
     generator = randomize_layer_scales(Generator(preset(args.preset))).cuda().eval().requires_grad_(False)
-    label_stages(generator)
+    synthesize = generator.synthesize
+    if args.compiled_bf16:
+        compiled = torch.compile(generator.synthesize, dynamic=False)  # no CUDA graphs: kernels stay visible
+
+        def synthesize(ws):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return compiled(ws)
+    else:
+        label_stages(generator)
     ws = generator.mapping(z_from_seeds(range(args.batch), generator.config.z_dim, "cuda"))
     with torch.no_grad():
         for _ in range(5):
-            generator.synthesize(ws)
+            synthesize(ws)
         torch.cuda.synchronize()
         with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
             for _ in range(10):
-                generator.synthesize(ws)
+                synthesize(ws)
             torch.cuda.synchronize()
     table = prof.key_averages()
     print(f"== {args.preset} batch {args.batch}: stages by GPU time (10 runs)")
