@@ -70,6 +70,7 @@ class TrainConfig:
     workers: int = 2  # data-loading processes per training process
     device: str = "auto"  # auto | cpu | cuda
     render_backend: str = "auto"  # auto | gsplat | reference
+    tf32: bool = True  # CUDA: TF32 tensor cores for matmuls and convolutions (GAN training tolerates it)
     max_steps: int = 0  # stop after this many steps even before kimg (tests, benchmarks; 0 = off)
 
     def __post_init__(self):

@@ -211,6 +211,10 @@ def train(config: TrainConfig) -> TrainResult:
     """Trains until config.kimg (or max_steps, or a stop signal); every process returns its networks."""
     world = init_distributed(config.device)
     device = world.device
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = config.tf32
+        torch.backends.cudnn.allow_tf32 = config.tf32
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest convolutions
     outdir = Path(config.outdir)
 
     # --- resume: the saved config decides everything that shapes the networks
