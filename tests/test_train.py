@@ -94,6 +94,13 @@ def test_resume_refuses_a_different_model_and_a_fresh_run_refuses_an_old_outdir(
         train(tiny_config(heads, tmp_path / "run", max_steps=1))
 
 
+def test_training_refuses_a_resolution_the_discriminator_cannot_halve(tmp_path):
+    data = tmp_path / "odd.zip"
+    make_heads_dataset(data, 2, 24, seed=0, processes=1, progress=False)
+    with pytest.raises(TrainingError, match="power of two"):
+        train(tiny_config(str(data), tmp_path / "run", max_steps=1))
+
+
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_snapshot(heads, tmp_path, monkeypatch):
     calls = []
 

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from gsgan_core.cameras import OrbitPose, camera_forward, fov_from_intrinsics, labels_to_cameras, orbit_camera, to_rasterizer
 from gsgan_core.data.dataset import ImageDataset, check_dataset, composite
-from gsgan_core.errors import TrainingError
+from gsgan_core.errors import DatasetError, TrainingError
 from gsgan_core.io.atomic import atomic_write_bytes
 from gsgan_core.io.checkpoint import save_checkpoint
 from gsgan_core.models.config import preset
@@ -234,14 +234,26 @@ def train(config: TrainConfig) -> TrainResult:
         raise TrainingError(f"{outdir} already holds a training run; pass --resume {outdir} or choose another --outdir")
 
     # --- data: validated in full before anything else happens
+    problem = None
     if world.is_main:
-        info = check_dataset(config.data, progress=True)
-        print(f"dataset {config.data}: {info.num_images} images, {info.resolution}x{info.resolution}, "
-              f"{'RGBA' if info.channels == 4 else 'RGB'}", flush=True)
-    if world.world_size > 1:
-        dist.barrier()
+        try:
+            info = check_dataset(config.data, progress=True)
+            print(f"dataset {config.data}: {info.num_images} images, {info.resolution}x{info.resolution}, "
+                  f"{'RGBA' if info.channels == 4 else 'RGB'}", flush=True)
+        except DatasetError as err:
+            problem = err
+    if world.world_size > 1:  # every process stops if rank 0 found a problem (none waits forever)
+        flag = torch.tensor([float(problem is not None)], device=device)
+        dist.broadcast(flag, src=0)
+        if flag.item() and problem is None:
+            raise TrainingError(f"{config.data}: rank 0 found a problem with the dataset (see its message)")
+    if problem is not None:
+        raise problem
     dataset = ImageDataset(config.data, xflip=config.xflip)
     resolution = config.resolution or dataset.resolution
+    if resolution < 8 or resolution & (resolution - 1):
+        raise TrainingError(f"training resolution must be a power of two >= 8 (the discriminator halves it down "
+                            f"to 4x4), got {resolution}; pass --resolution to resize")
     if config.batch % world.world_size:
         raise TrainingError(f"--batch {config.batch} does not divide over {world.world_size} processes")
     batch_gpu = config.batch // world.world_size
