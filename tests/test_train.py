@@ -179,3 +179,18 @@ def test_ddp_two_cpu_processes_stay_in_sync(heads, tmp_path):
     log = read_log(tmp_path / "run")
     assert [r["step"] for r in log] == [1, 2]  # one log, written by rank 0 only
     assert load_checkpoint(tmp_path / "run" / "network-snapshot-final.safetensors")[1].training["step"] == 2
+
+
+def test_data_order_is_a_function_of_the_step_and_splits_over_processes():
+    from gsgan_core.train.loop import Dist, StepBatches
+
+    def batches(rank, world, start, count):
+        it = iter(StepBatches(10, 4, Dist(rank, world), seed=3, start_step=start))
+        return [next(it) for _ in range(count)]
+
+    one = batches(0, 1, 0, 5)  # 20 positions = two shuffled epochs of 10
+    flat = [i for b in one for i in b]
+    assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))
+    assert batches(0, 1, 3, 2) == one[3:5]  # resuming at step 3 gives the same batches
+    for step in range(5):  # two processes take the two halves of the same global batch
+        assert batches(0, 2, step, 1)[0] + batches(1, 2, step, 1)[0] == one[step]

@@ -105,15 +105,18 @@ class StepBatches(torch.utils.data.Sampler):
         self.per_process = batch // world.world_size
 
     def _epoch(self, epoch: int) -> np.ndarray:
-        return np.random.default_rng([self.seed, epoch]).permutation(self.num_items)
+        if epoch not in self._cache:
+            self._cache = {e: p for e, p in self._cache.items() if e >= epoch - 1}  # keep at most a few
+            self._cache[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.num_items)
+        return self._cache[epoch]
 
     def __iter__(self):
+        self._cache: dict[int, np.ndarray] = {}
         step = self.start_step
         while True:
             start = step * self.batch + self.world.rank * self.per_process
-            positions = np.arange(start, start + self.per_process)
-            epochs = positions // self.num_items
-            yield [int(self._epoch(e)[p % self.num_items]) for e, p in zip(epochs, positions)]
+            positions = range(start, start + self.per_process)
+            yield [int(self._epoch(p // self.num_items)[p % self.num_items]) for p in positions]
             step += 1
 
 
