@@ -115,6 +115,13 @@ def components(preset_name: str, resolution: int, batch: int, device: torch.devi
         losses.r1_penalty(reals, logits).mean().backward()
 
     out["D_r1_ms"] = median_ms(r1_step, device, iters)
+    if device.type == "cuda":  # where the R1 double backward spends its time, for the log
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            r1_step()
+            sync(device)
+        out["r1_profile"] = prof.key_averages().table(sort_by="cuda_time_total", row_limit=12)
     with torch.no_grad():
         out["G_forward_gflop"] = forward_flops(g_forward) / 1e9
         out["D_forward_gflop"] = forward_flops(lambda: D(fakes, labels)) / 1e9
@@ -188,6 +195,8 @@ def main() -> int:
     start = time.perf_counter()
     parts = components(args.preset, args.resolution, args.batch, device, args.iters)
     parts["components_wall_s"] = time.perf_counter() - start  # includes gsplat's first-use compile
+    r1_profile = parts.pop("r1_profile", "")
+    (args.out / "r1_profile.txt").write_text(r1_profile)
     print(json.dumps(parts, indent=1), flush=True)
     if device.type == "cuda":
         torch.cuda.empty_cache()

@@ -57,10 +57,15 @@ def lrelu(x: Tensor) -> Tensor:
 
 
 def blur_downsample(x: Tensor) -> Tensor:  # [B, C, H, W] -> [B, C, H/2, W/2]
-    """The [1, 3, 3, 1] FIR filter of StyleGAN2, then stride 2."""
+    """The [1, 3, 3, 1] FIR filter of StyleGAN2, then stride 2.
+
+    Channels are folded into the batch for a one-channel convolution instead of a grouped one:
+    the double backward of R1 through a grouped convolution was 50x slower on an H200.
+    """
+    B, C, H, W = x.shape
     f = x.new_tensor([1.0, 3.0, 3.0, 1.0])
-    kernel = (f[:, None] * f[None, :] / 64).expand(x.shape[1], 1, 4, 4)
-    return F.conv2d(x, kernel, stride=2, padding=1, groups=x.shape[1])
+    kernel = (f[:, None] * f[None, :] / 64).view(1, 1, 4, 4)
+    return F.conv2d(x.reshape(B * C, 1, H, W), kernel, stride=2, padding=1).view(B, C, H // 2, W // 2)
 
 
 class DBlock(nn.Module):
