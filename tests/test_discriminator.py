@@ -78,3 +78,44 @@ def test_r1_and_blur_and_schedules():
     beta = losses.ema_beta(32, 10**9, 10, 0.05)
     assert abs(beta ** (10_000 / 32) - 0.5) < 1e-9
     assert losses.ema_beta(32, 320, 10, 0.05) < beta  # ramp-up: faster early on
+
+
+def test_fast_conv_has_exact_first_and_second_derivatives():
+    from gsgan_core.models.discriminator import conv2d_same
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 6, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(conv2d_same, (x, w))
+    assert torch.autograd.gradgradcheck(conv2d_same, (x, w))
+
+
+def test_r1_weight_gradients_match_the_builtin_convolution(monkeypatch):
+    import torch.nn.functional as F
+
+    from gsgan_core.models import discriminator as dm
+
+    def r1_grads():
+        torch.manual_seed(0)
+        D = Discriminator(16, "none", **SMALL).double()
+        reals = torch.randn(4, 3, 16, 16, dtype=torch.float64, requires_grad=True)
+        losses.r1_penalty(reals, D(reals).logits).mean().backward()
+        return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in D.parameters()]
+
+    fast = r1_grads()
+    monkeypatch.setattr(dm, "conv2d_same", lambda x, w, b=None: F.conv2d(x, w, b, padding=w.shape[-1] // 2))
+    builtin = r1_grads()
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(fast, builtin))
+    assert any(a.abs().sum() > 0 for a in fast)
+
+
+def test_fir_downsample_is_the_stylegan2_filter():
+    import torch.nn.functional as F
+
+    from gsgan_core.models.discriminator import blur_downsample
+
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    f = torch.tensor([1.0, 3.0, 3.0, 1.0], dtype=torch.float64)
+    kernel = (f[:, None] * f[None, :] / 64).view(1, 1, 4, 4)
+    expected = F.conv2d(x.reshape(6, 1, 16, 16), kernel, stride=2, padding=1).view(2, 3, 8, 8)
+    assert torch.allclose(blur_downsample(x), expected, atol=1e-12)
