@@ -139,6 +139,7 @@ def test_command_line_flags_cover_the_config(tmp_path, capsys):
     config = parse_args(["--data", "d.zip", "--outdir", str(tmp_path), "--r1-gamma", "0.5", "--g-pose-cond", "false",
                          "--d-pose", "projection", "--views", "4"])
     assert (config.r1_gamma, config.g_pose_cond, config.d_pose, config.views) == (0.5, False, "projection", 4)
+    assert parse_args(["--resume", str(tmp_path)]).outdir == str(tmp_path)  # resume continues in its run folder
     from gsgan_core.cli import train_main
 
     assert train_main(["--data", str(tmp_path / "missing.zip"), "--outdir", str(tmp_path / "o")]) == 1
@@ -194,3 +195,11 @@ def test_data_order_is_a_function_of_the_step_and_splits_over_processes():
     assert batches(0, 1, 3, 2) == one[3:5]  # resuming at step 3 gives the same batches
     for step in range(5):  # two processes take the two halves of the same global batch
         assert batches(0, 2, step, 1)[0] + batches(1, 2, step, 1)[0] == one[step]
+
+
+def test_every_flag_has_help():
+    from gsgan_core.train.config import build_parser
+
+    for action in build_parser()._actions:
+        if action.dest != "help":
+            assert action.help, f"--{action.dest} has no help: give its TrainConfig field a # comment"

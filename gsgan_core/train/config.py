@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 
 from gsgan_core.errors import ConfigError
 
@@ -29,30 +30,30 @@ class TrainConfig:
     g_soft_clamp: bool = False  # CGS-GAN's 20 tanh(0.05 v) on head outputs
     g_view_dependent_color: bool = True  # GSGAN: render colour sees the view direction (CGS-GAN: False)
     d_pose: str = "contrastive"  # contrastive (GSGAN) | projection (EG3D, CGS-GAN) | none
-    d_channel_base: int = 32768
-    d_channel_max: int = 512
-    d_mbstd_group: int = 4
+    d_channel_base: int = 32768  # D channels at resolution r: min(base / r, max)
+    d_channel_max: int = 512  # see d_channel_base
+    d_mbstd_group: int = 4  # minibatch-std group size
 
     # --- optimisation
     batch: int = 32  # total over all processes; each process takes batch / world_size
     kimg: float = 15000  # length of training in thousands of real images shown
-    g_lr: float = 0.0025
-    d_lr: float = 0.002
-    adam_beta1: float = 0.0
-    adam_beta2: float = 0.99
+    g_lr: float = 0.0025  # Adam learning rate of G
+    d_lr: float = 0.002  # Adam learning rate of D (scaled by r1_interval / (r1_interval + 1), lazy R1)
+    adam_beta1: float = 0.0  # Adam betas (0, 0.99) as in StyleGAN2
+    adam_beta2: float = 0.99  # see adam_beta1
     g_clip: float = 20.0  # gradient-norm clipping (0 = off)
-    d_clip: float = 5.0
+    d_clip: float = 5.0  # gradient-norm clipping of D (0 = off)
     ema_kimg: float = 10.0  # G_ema half-life in kimg
     ema_rampup: float = 0.05  # half-life is at most this fraction of images seen so far (0 = off)
 
     # --- losses
-    r1_gamma: float = 1.0
+    r1_gamma: float = 1.0  # R1 weight gamma: loss + gamma / 2 * ||grad D(real)||^2
     r1_interval: int = 16  # lazy R1: every this many D steps, scaled up by the interval (0 = off)
     pose_weight: float = 1.0  # InfoNCE weight in G's loss and in D's loss on reals
-    pose_temperature: float = 0.1
+    pose_temperature: float = 0.1  # InfoNCE temperature (cosine similarities)
     lambda_center: float = 1.0  # ||mean of level-0 anchors||^2 / 3 (faces 1, cats 10)
     lambda_knn: float = 10.0  # mean squared distance to the knn_k nearest level-0 anchors (CGS-GAN 20)
-    knn_k: int = 64
+    knn_k: int = 64  # neighbours of the kNN regulariser
     c_swap_prob: float = 0.5  # pose-conditioned mapping: probability of a camera other than the render's
     views: int = 1  # CGS-GAN multi-view: render each generated scene from this many cameras (4)
     blur_sigma: float = 10.0  # D-input blur at the start, in pixels at 256 (scaled with resolution)
@@ -61,7 +62,7 @@ class TrainConfig:
     xflip: bool = False  # add mirrored images with mirrored cameras
 
     # --- bookkeeping
-    seed: int = 0
+    seed: int = 0  # initial weights, data order and every random draw of training
     snap_kimg: float = 50.0  # snapshot (grid PNG, checkpoint, training state) every this many kimg
     log_steps: int = 20  # one JSONL line of averaged scalars every this many steps
     grid_seeds: int = 8  # snapshot grid: this many fixed seeds...
@@ -102,18 +103,33 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
+def _field_comments() -> dict[str, str]:
+    """The `# comment` beside each TrainConfig field: the one place a flag is documented."""
+    import inspect
+    import re
+
+    comments = {}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        match = re.match(r"\s+(\w+): \w+ = .*?  # (.*)$", line)
+        if match:
+            comments[match.group(1)] = match.group(2)
+    return comments
+
+
 def build_parser(prog: str = "gsgan-train") -> argparse.ArgumentParser:
-    """One --flag per TrainConfig field, typed and defaulted from the dataclass."""
+    """One --flag per TrainConfig field, typed and defaulted from the dataclass, helped by its comment."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Train a hierarchical Gaussian-splat GAN. Multi-GPU: "
         "torchrun --nproc_per_node N -m gsgan_core.train ...",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
+    comments = _field_comments()
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         kind = {"bool": _parse_bool, "int": int, "float": float, "str": str}[field.type]
-        parser.add_argument(flag, type=kind, default=field.default, metavar=field.type.upper())
+        help_text = comments.get(field.name, "").replace("%", "%%")
+        parser.add_argument(flag, type=kind, default=field.default, metavar=field.type.upper(), help=help_text)
     return parser
 
 
@@ -122,6 +138,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     config = TrainConfig(**vars(args))
     if not config.data and not config.resume:
         raise ConfigError("--data is required (an EG3D dataset folder or .zip)")
+    if not config.outdir and config.resume:  # continue in the run folder the state came from
+        resume = Path(config.resume)
+        config.outdir = str(resume if resume.is_dir() else resume.parent)
     if not config.outdir:
         raise ConfigError("--outdir is required")
     return config
