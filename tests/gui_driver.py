@@ -135,6 +135,19 @@ def main() -> int:
     result["ui_frames_while_recording"] = ui_frames_during
     result["progress"] = dpg.get_value("record.progress")
 
+    app.widget_callback("w:record.screenshot", str(out / "shot.png"))
+    app.press_button("record.screenshot_button")
+    result["screenshot_shape"] = list(iio.imread(out / "shot.png").shape) if (out / "shot.png").exists() else None
+    app.widget_callback("w:levels.mode", "levels up to k")
+    app.widget_callback("w:levels.level", 1)
+    app.widget_callback("w:record.ply", str(out / "head.ply"))
+    app.press_button("record.ply_button")
+    result["ply_status"] = dpg.get_value("status")
+    if (out / "head.ply").exists():
+        from gsgan_core.io.ply import read_ply
+
+        result["ply_counts"] = {str(k): v for k, v in read_ply(out / "head.ply").count_per_level().items()}
+
     for name, shot in shots.items():
         iio.imwrite(out / f"view_{name}.png", shot)
     result["view_std"] = {name: float(shot.astype(np.float32).std()) for name, shot in shots.items()}

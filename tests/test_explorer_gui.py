@@ -49,6 +49,10 @@ def test_explorer_window_under_xvfb(tmp_path):
     assert r["record_frames"] == 4 and r["progress"] == pytest.approx(1.0)
     assert "wrote" in r["record_status"]
     assert r["ui_frames_while_recording"] >= 1, "the UI kept drawing while recording"
+    assert r["screenshot_shape"] == [64, 64, 3]  # the current frame at the render resolution
+    config = preset("tiny")
+    # Export PLY: the current Gaussians under the level selection (levels up to 1, background off).
+    assert r["ply_counts"] == {"0": config.gaussians_at_level(0), "1": config.gaussians_at_level(1)}, r["ply_status"]
     recent = json.loads((tmp_path / "config" / "gsgan" / "recent.json").read_text())
     assert recent == [str(checkpoint.resolve())]
 
