@@ -15,7 +15,7 @@ from explorer.state import ExplorerState, ping_pong
 from explorer.video import FrameWriter, OutputError, count_frames
 from explorer.viewer_camera import camera_from_orbit_pose, eye_position, orbit, pan, viewer_cameras, zoom
 from gsgan_core.cameras import OrbitPose
-from gsgan_core.errors import CheckpointError
+from gsgan_core.errors import CheckpointError, ConfigError
 from gsgan_core.io.checkpoint import save_checkpoint
 
 SIZE = 48
@@ -237,3 +237,23 @@ def test_frame_writer_refuses_bad_outputs(tmp_path):
         FrameWriter(tmp_path / "out.avi", fps=30)
     with pytest.raises(OutputError, match="fps"):
         FrameWriter(tmp_path / "out.mp4", fps=0)
+
+
+def test_render_modes_and_display_edits(engine):
+    state = fresh_state(engine)
+    images = {}
+    for mode in ("rgb", "depth", "alpha", "levels"):
+        state.render.mode = mode
+        images[mode] = engine.frame(state).image
+    alpha = images["alpha"]
+    assert np.array_equal(alpha[..., 0], alpha[..., 1]) and alpha.max() > 200, "alpha is grey, opaque somewhere"
+    for a, b in (("rgb", "depth"), ("rgb", "alpha"), ("rgb", "levels"), ("depth", "levels")):
+        assert np.abs(images[a].astype(int) - images[b]).mean() > 0.5, f"{a} and {b} look the same"
+    state.render.mode = "rgb"
+    for edit in ({"centres": True}, {"scale": 0.3}, {"color_by_level": True}):
+        edited = fresh_state(engine)
+        edited.levels = dataclasses.replace(edited.levels, **edit)
+        assert np.abs(engine.frame(edited).image.astype(int) - images["rgb"]).mean() > 0.5, f"{edit} changed nothing"
+    with pytest.raises(ConfigError, match="unknown render mode"):
+        state.render.mode = "x-ray"
+        engine.frame(state)
