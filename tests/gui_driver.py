@@ -119,6 +119,13 @@ def main() -> int:
     result["selected_level"] = None if app.state.levels.selected is None else int(
         app.engine.gaussians(app.state.latent).level[app.state.levels.selected])
 
+    # A rendering error goes to the status bar and the app keeps running.
+    app.state.render.mode = "no-such-mode"
+    frames(2)
+    result["render_error_status"] = dpg.get_value("status")
+    app.widget_callback("w:render.mode", "rgb")
+    frames(2)
+
     video = out / "record.mp4"
     app.widget_callback("w:record.frames", 4)
     app.widget_callback("w:record.resolution", "64")

@@ -46,6 +46,7 @@ def test_explorer_window_under_xvfb(tmp_path):
     assert r["zoom_ratio"] == pytest.approx(0.81)
     assert r["level_shown"] == r["level_expected"]
     assert r["selected"] is not None and r["selected_level"] == 0
+    assert "render error" in r["render_error_status"] and "no-such-mode" in r["render_error_status"]
     assert r["record_frames"] == 4 and r["progress"] == pytest.approx(1.0)
     assert "wrote" in r["record_status"]
     assert r["ui_frames_while_recording"] >= 1, "the UI kept drawing while recording"
