@@ -54,7 +54,8 @@ class TrainConfig:
     lambda_center: float = 1.0  # ||mean of level-0 anchors||^2 / 3 (faces 1, cats 10)
     lambda_knn: float = 10.0  # mean squared distance to the knn_k nearest level-0 anchors (CGS-GAN 20)
     knn_k: int = 64  # neighbours of the kNN regulariser
-    c_swap_prob: float = 0.5  # pose-conditioned mapping: probability of a camera other than the render's
+    c_swap_prob: float = 0.5  # pose-conditioned mapping: final probability of a camera other than the render's
+    c_swap_fade_kimg: float = 1000.0  # the swap probability fades from 1 to c_swap_prob over this many kimg (EG3D)
     views: int = 1  # CGS-GAN multi-view: render each generated scene from this many cameras (4)
     blur_sigma: float = 10.0  # D-input blur at the start, in pixels at 256 (scaled with resolution)
     blur_fade_kimg: float = 200.0  # the blur fades to 0 over this many kimg

@@ -355,7 +355,9 @@ def train(config: TrainConfig) -> TrainResult:
             render_labels = torch.stack([fake_labels.roll(v, dims=0) for v in range(V)], dim=1)  # [b, V, 25]
             mapping_labels = None
             if g_config.c_dim:  # GSGAN: the mapping sees the camera, sometimes another one
-                swap = (torch.rand(batch_gpu, generator=rng) < config.c_swap_prob).to(device)
+                fade = min(kimg / config.c_swap_fade_kimg, 1.0) if config.c_swap_fade_kimg > 0 else 1.0
+                swap_prob = (1 - fade) * 1.0 + fade * config.c_swap_prob  # early on: mostly random cameras
+                swap = (torch.rand(batch_gpu, generator=rng) < swap_prob).to(device)
                 mapping_labels = torch.where(swap[:, None], random_labels(all_labels, batch_gpu, rng), fake_labels)
             fake_bg = background_colors(config.background, batch_gpu * V, rng).view(batch_gpu, V, 3).to(device)
             do_r1 = config.r1_interval > 0 and config.r1_gamma > 0 and step % config.r1_interval == 0
