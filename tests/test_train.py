@@ -203,3 +203,30 @@ def test_every_flag_has_help():
     for action in build_parser()._actions:
         if action.dest != "help":
             assert action.help, f"--{action.dest} has no help: give its TrainConfig field a # comment"
+
+
+def test_ctrl_c_on_the_command_line_saves_and_exits_cleanly(heads, tmp_path):
+    """SIGINT to a real `python -m gsgan_core.train` with a data worker: final snapshot, exit status 0."""
+    import time
+
+    outdir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gsgan_core.train", "--data", heads, "--outdir", str(outdir), "--preset", "tiny",
+         "--batch", "2", "--workers", "1", "--log-steps", "1", "--d-channel-base", "1024", "--d-channel-max", "64",
+         "--grid-seeds", "2", "--device", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.time() + 120
+        while not (outdir / "log.jsonl").exists() or not (outdir / "log.jsonl").read_text():
+            assert proc.poll() is None and time.time() < deadline, "training did not start"
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, output[-2000:]
+    assert "stop requested" in output
+    _, info = load_checkpoint(outdir / "network-snapshot-final.safetensors")
+    assert info.training["step"] >= 1
+    assert read_training_state(outdir)[1]["progress"]["step"] == info.training["step"]
