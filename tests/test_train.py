@@ -205,8 +205,10 @@ def test_every_flag_has_help():
             assert action.help, f"--{action.dest} has no help: give its TrainConfig field a # comment"
 
 
-def test_ctrl_c_on_the_command_line_saves_and_exits_cleanly(heads, tmp_path):
-    """SIGINT to a real `python -m gsgan_core.train` with a data worker: final snapshot, exit status 0."""
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm-to-group"])
+def test_stopping_the_command_line_saves_and_exits_cleanly(heads, tmp_path, how):
+    """Ctrl-C to a real `python -m gsgan_core.train` with a data worker, or SIGTERM to its whole
+    process group as a job scheduler sends it: a final snapshot and exit status 0."""
     import time
 
     outdir = tmp_path / "run"
@@ -214,14 +216,17 @@ def test_ctrl_c_on_the_command_line_saves_and_exits_cleanly(heads, tmp_path):
         [sys.executable, "-m", "gsgan_core.train", "--data", heads, "--outdir", str(outdir), "--preset", "tiny",
          "--batch", "2", "--workers", "1", "--log-steps", "1", "--d-channel-base", "1024", "--d-channel-max", "64",
          "--grid-seeds", "2", "--device", "cpu"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     try:
         deadline = time.time() + 120
         while not (outdir / "log.jsonl").exists() or not (outdir / "log.jsonl").read_text():
             assert proc.poll() is None and time.time() < deadline, "training did not start"
             time.sleep(0.2)
-        proc.send_signal(signal.SIGINT)
+        if how == "ctrl-c":
+            proc.send_signal(signal.SIGINT)
+        else:
+            os.killpg(proc.pid, signal.SIGTERM)  # the trainer and its data worker alike
         output, _ = proc.communicate(timeout=120)
     finally:
         proc.kill()

@@ -126,8 +126,11 @@ def step_generator(seed: int, rank: int, step: int) -> torch.Generator:
 
 
 def _ignore_interrupts(worker_id: int) -> None:
-    """Data workers leave Ctrl-C to the main process, which finishes the step and saves."""
+    """Data workers leave Ctrl-C and SIGTERM (sent to the whole process group by terminals and job
+    schedulers) to the main process, which finishes the step, saves, then shuts the workers down.
+    A worker still exits if the main process dies: PyTorch's workers watch their parent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 # ====================================================================== fakes
