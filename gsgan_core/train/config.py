@@ -82,8 +82,8 @@ class TrainConfig:
             raise ConfigError(f"--background must be one of {BACKGROUNDS}, got {self.background!r}")
         if self.batch < 1 or self.views < 1 or self.kimg <= 0:
             raise ConfigError("--batch and --views must be >= 1 and --kimg > 0")
-        if self.r1_interval < 0 or self.log_steps < 1 or self.snap_kimg <= 0:
-            raise ConfigError("--r1-interval must be >= 0, --log-steps >= 1 and --snap-kimg > 0")
+        if self.r1_interval < 0 or self.log_steps < 1 or self.snap_kimg < 0.001:
+            raise ConfigError("--r1-interval must be >= 0, --log-steps >= 1 and --snap-kimg >= 0.001 (one image)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -324,7 +324,9 @@ def train(config: TrainConfig) -> TrainResult:
         nonlocal stop_requested
         stop_requested = True
 
-    previous_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous_handlers = {}
+    if threading.current_thread() is threading.main_thread():  # Python only lets the main thread set handlers
+        previous_handlers = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
 
     total_nimg = int(config.kimg * 1000)
     next_snapshot = (nimg // int(config.snap_kimg * 1000) + 1) * int(config.snap_kimg * 1000)
