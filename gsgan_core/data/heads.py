@@ -14,7 +14,6 @@ Image i depends only on (seed, i), so the output is identical for any number of 
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
