@@ -235,3 +235,40 @@ def test_stopping_the_command_line_saves_and_exits_cleanly(heads, tmp_path, how)
     _, info = load_checkpoint(outdir / "network-snapshot-final.safetensors")
     assert info.training["step"] >= 1
     assert read_training_state(outdir)[1]["progress"]["step"] == info.training["step"]
+
+
+def _infonce_rank(rank, world, port, path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    images, cameras = torch.randn(8, 16), torch.randn(8, 16)  # the global batch, the same on every rank
+    rows = slice(rank * 4, rank * 4 + 4)
+    image_pose = images[rows].clone().requires_grad_(True)
+    camera_pose = cameras[rows].clone().requires_grad_(True)
+    loss = losses.infonce_pose_loss(image_pose, camera_pose, 0.1)
+    loss.backward()
+    total = loss.detach().clone()
+    dist.all_reduce(total)
+    torch.save({"loss": total / world, "image_grad": image_pose.grad, "camera_grad": camera_pose.grad},
+               f"{path}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_infonce_under_ddp_equals_one_big_batch(tmp_path):
+    """Each process contrasts its images with every process's cameras; with gradients averaged over
+    processes (as training does) that is exactly the loss and gradients of one process on the whole batch."""
+    import torch.multiprocessing as mp
+
+    mp.spawn(_infonce_rank, args=(2, 29533, str(tmp_path / "r")), nprocs=2)
+    torch.manual_seed(0)
+    images = torch.randn(8, 16, requires_grad=True)
+    cameras = torch.randn(8, 16, requires_grad=True)
+    single = losses.infonce_pose_loss(images, cameras, 0.1)
+    single.backward()
+    parts = [torch.load(tmp_path / f"r.{rank}", weights_only=True) for rank in range(2)]
+    assert torch.allclose(parts[0]["loss"], single.detach(), atol=1e-6)
+    for rank, part in enumerate(parts):
+        rows = slice(rank * 4, rank * 4 + 4)
+        assert torch.allclose(part["image_grad"] / 2, images.grad[rows], atol=1e-6)  # / 2: DDP's average
+        assert torch.allclose(part["camera_grad"] / 2, cameras.grad[rows], atol=1e-6)

@@ -41,13 +41,29 @@ def knn_loss(anchor_means: Tensor, k: int) -> Tensor:  # [B, N, 3] -> []
     return nearest.mean()
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather whose backward sums every process's gradient of the gathered rows, then keeps
+    this process's own rows (all_reduce works on gloo and NCCL alike)."""
+
+    @staticmethod
+    def forward(ctx, x):  # [B, D] -> [world * B, D]
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad):  # [world * B, D] -> [B, D]
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        B = grad.shape[0] // dist.get_world_size()
+        return grad[dist.get_rank() * B : (dist.get_rank() + 1) * B]
+
+
 def _gather_with_grad(x: Tensor) -> Tensor:  # [B, D] on each process -> [world * B, D]
     """All processes' rows, in rank order; gradients flow back to each process's own rows."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x  # one process: nothing to gather (the reference code crashed here)
-    import torch.distributed.nn.functional as dist_nn
-
-    return torch.cat(dist_nn.all_gather(x), dim=0)
+    return _GatherWithGrad.apply(x)
 
 
 def infonce_pose_loss(
