@@ -222,3 +222,17 @@ def test_heads_command(tmp_path, capsys):
     assert dataset_main(["heads", "--count", "2", "--resolution", "16", "--out", str(out), "--jobs", "1"]) == 0
     assert check_dataset(out).num_images == 2
     assert dataset_main(["heads", "--count", "2", "--resolution", "16", "--out", str(tmp_path / "h.tar")]) == 2
+
+
+def test_parallel_check_reports_the_same_first_bad_file(tmp_path):
+    files, labels = good_files(300, size=(8, 8))
+    files["img120.png"] = b"garbage"
+    files["img200.png"] = png(size=(16, 16))
+    folder = write_folder(tmp_path / "ds", files, labels)
+    for processes in (1, 2):
+        with pytest.raises(DatasetError) as caught:
+            check_dataset(folder, processes=processes)
+        assert caught.value.path.endswith("img120.png")
+    del files["img120.png"], files["img200.png"]
+    ok = write_folder(tmp_path / "ok", files, [entry for entry in labels if entry[0] not in ("img120.png", "img200.png")])
+    assert check_dataset(ok, processes=2).num_images == 298

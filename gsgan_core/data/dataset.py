@@ -140,37 +140,61 @@ class DatasetInfo:
     channels: int  # 3 (RGB) or 4 (RGBA; some images may be RGB and count as opaque)
 
 
-def check_dataset(path: str | os.PathLike, progress: bool = False) -> DatasetInfo:
+def _image_shape(job: tuple[_Source, str]) -> tuple[int, int, int] | tuple[str, str]:
+    """(height, width, channels) of one image, or (where, problem) saying why it cannot be read.
+
+    Plain tuples, not the exception itself, cross the process boundary.
+    """
+    source, name = job
+    try:
+        return decode_image(source.read(name), source.where(name)).shape
+    except DatasetError as err:
+        return err.path, err.problem
+
+
+def check_dataset(path: str | os.PathLike, progress: bool = False, processes: int | None = None) -> DatasetInfo:
     """Opens dataset.json and every image; raises DatasetError naming the first bad file.
 
     Checks: dataset.json present and well-formed, each label 25 finite numbers, each image present
-    and decodable, all images square and of one size, and at least one image.
+    and decodable, all images square and of one size, and at least one image. Images are decoded
+    by `processes` worker processes (None: every core; small datasets: this process).
     """
+    from multiprocessing import get_context
+
+    from tqdm import tqdm
+
     source = _open_source(path)
     labels = read_labels(source)
     present = source.names()
+    for name, _ in labels:
+        if name not in present:
+            raise DatasetError(source.where(name), "is listed in dataset.json but missing")
+    jobs = [(source, name) for name, _ in labels]
+    processes = 1 if len(jobs) < 256 else max(1, processes or os.cpu_count() or 1)
+    pool = get_context("fork").Pool(processes) if processes > 1 else None
+    shapes = pool.imap(_image_shape, jobs, chunksize=64) if pool else map(_image_shape, jobs)
     size: tuple[int, int] | None = None
     first_name = ""
     channels = 3
-    items = labels
-    if progress:
-        from tqdm import tqdm
-
-        items = tqdm(labels, desc="checking images", unit="img")
-    for name, _ in items:
-        if name not in present:
-            raise DatasetError(source.where(name), "is listed in dataset.json but missing")
-        image = decode_image(source.read(name), source.where(name))
-        h, w = image.shape[:2]
-        if h != w:
-            raise DatasetError(source.where(name), f"is {w}x{h}; images must be square")
-        if size is None:
-            size, first_name = (h, w), name
-        elif (h, w) != size:
-            raise DatasetError(
-                source.where(name), f"is {w}x{h} but {first_name} is {size[1]}x{size[0]}; all images must be one size"
-            )
-        channels = max(channels, image.shape[2])
+    try:
+        for (_, name), shape in tqdm(zip(jobs, shapes), total=len(jobs), desc="checking images", unit="img",
+                                     disable=not progress):
+            if isinstance(shape[0], str):
+                raise DatasetError(*shape)
+            h, w = shape[:2]
+            if h != w:
+                raise DatasetError(source.where(name), f"is {w}x{h}; images must be square")
+            if size is None:
+                size, first_name = (h, w), name
+            elif (h, w) != size:
+                raise DatasetError(
+                    source.where(name),
+                    f"is {w}x{h} but {first_name} is {size[1]}x{size[0]}; all images must be one size",
+                )
+            channels = max(channels, shape[2])
+    finally:
+        if pool is not None:
+            pool.terminate()
     return DatasetInfo(str(path), len(labels), size[0], channels)
 
 
