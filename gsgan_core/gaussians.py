@@ -22,6 +22,19 @@ SH_C0 = 0.28209479177387814  # degree-0 real spherical harmonic: RGB = SH_C0 * s
 BACKGROUND_LEVEL = -1
 
 
+def quat_to_rotmat(q: Tensor) -> Tensor:  # [..., 4] (w, x, y, z) -> [..., 3, 3]
+    """Rotation matrix of a quaternion (normalised here, so any non-zero scale is fine)."""
+    w, x, y, z = torch.nn.functional.normalize(q, dim=-1).unbind(-1)
+    return torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    ).unflatten(-1, (3, 3))
+
+
 @dataclass
 class Gaussians:
     """A batch of scenes of N Gaussians each; `...` are batch dimensions (often [B])."""

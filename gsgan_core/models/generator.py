@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from gsgan_core.gaussians import BACKGROUND_LEVEL, Gaussians
+from gsgan_core.gaussians import BACKGROUND_LEVEL, Gaussians, quat_to_rotmat
 from gsgan_core.models.config import GeneratorConfig, level0_log_scale
 from gsgan_core.models.layers import Block, EqualLinear, Norm, LayerScale, Upsample
 
@@ -99,18 +99,6 @@ class Params(NamedTuple):
 def soft_clamp(v: Tensor) -> Tensor:
     """CGS-GAN's f(v) = 20 tanh(0.05 v): identity near 0, bounded by +-20."""
     return 20 * torch.tanh(0.05 * v)
-
-
-def quat_to_rotmat(q: Tensor) -> Tensor:  # [..., 4] (w, x, y, z) -> [..., 3, 3]
-    w, x, y, z = F.normalize(q, dim=-1).unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).unflatten(-1, (3, 3))
 
 
 def decode_level0(d: Params, config: GeneratorConfig) -> Params:

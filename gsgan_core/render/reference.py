@@ -27,6 +27,8 @@ import math
 import torch
 from torch import Tensor
 
+from ..gaussians import quat_to_rotmat
+
 TILE_SIZE = 16  # pixels per tile side
 EPS2D = 0.3  # added to the diagonal of every 2D covariance (low-pass filter)
 FOV_MARGIN = 0.3  # the Jacobian clamps x/z, y/z to the field of view widened by 30 %
@@ -40,15 +42,7 @@ MAX_EXTEND = 3.33  # bounding box half-size in standard deviations, at most
 def quat_scale_to_covar(quats: Tensor, scales: Tensor) -> Tensor:
     """3D covariances R S S R^T.  quats [..., 4] (w, x, y, z; normalised here), scales [..., 3]
     -> [..., 3, 3]."""
-    w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
-    rot = torch.stack(
-        [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).unflatten(-1, (3, 3))
+    rot = quat_to_rotmat(quats)
     m = rot * scales[..., None, :]  # R S (scales the columns)
     return m @ m.transpose(-1, -2)
 
