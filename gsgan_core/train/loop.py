@@ -91,6 +91,33 @@ def average_gradients(params: list[torch.nn.Parameter], world: Dist) -> Tensor:
     return flat
 
 
+def apply_gradients(
+    name: str,  # "G" or "D", for the error message
+    loss: Tensor,
+    params: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    clip: float,  # gradient-norm clip; <= 0: none
+    world: Dist,
+    step: int,
+    kimg: float,
+    outdir: Path,
+) -> Tensor:
+    """One optimiser step: backward, average over processes, stop on a non-finite value, clip, step.
+
+    Returns the gradient norm (before clipping). The check happens before the step, so a NaN never
+    reaches the weights and the last snapshot stays good.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    flat = average_gradients(params, world)
+    if not bool(torch.isfinite(loss)) or not bool(torch.isfinite(flat).all()):
+        raise TrainingError(f"non-finite {name} loss or gradient at step {step} (kimg {kimg:.3f}): "
+                            f"loss {float(loss.detach()):.4g}; the last good snapshot is kept in {outdir}")
+    norm = torch.nn.utils.clip_grad_norm_(params, clip) if clip > 0 else flat.norm()
+    optimizer.step()
+    return norm
+
+
 # ====================================================================== data order
 class StepBatches(torch.utils.data.Sampler):
     """Index lists for one process, step after step, forever; a function of (seed, step) only.
@@ -381,14 +408,7 @@ def train(config: TrainConfig) -> TrainResult:
             loss_knn = losses.knn_loss(anchor_means, config.knn_k)
             loss_G = (loss_g_adv + config.pose_weight * loss_g_pose
                       + config.lambda_center * loss_center + config.lambda_knn * loss_knn)
-            opt_G.zero_grad(set_to_none=True)
-            loss_G.backward()
-            grad_G = average_gradients(G_params, world)
-            if not bool(torch.isfinite(loss_G)) or not bool(torch.isfinite(grad_G).all()):
-                raise TrainingError(f"non-finite G loss or gradient at step {step} (kimg {kimg:.3f}): "
-                                    f"loss {float(loss_G.detach()):.4g}; the last good snapshot is kept in {outdir}")
-            g_grad_norm = torch.nn.utils.clip_grad_norm_(G_params, config.g_clip) if config.g_clip > 0 else grad_G.norm()
-            opt_G.step()
+            g_grad_norm = apply_gradients("G", loss_G, G_params, opt_G, config.g_clip, world, step, kimg, outdir)
 
             # ---------------------------------------------------------------- D phase
             G.requires_grad_(False)
@@ -407,14 +427,7 @@ def train(config: TrainConfig) -> TrainResult:
             if do_r1:  # lazy: every r1_interval steps, scaled by the interval
                 loss_r1 = losses.r1_penalty(real_input, d_real.logits).mean() * (config.r1_gamma / 2)
             loss_D = loss_d_adv + config.pose_weight * loss_d_pose + loss_r1 * config.r1_interval
-            opt_D.zero_grad(set_to_none=True)
-            loss_D.backward()
-            grad_D = average_gradients(D_params, world)
-            if not bool(torch.isfinite(loss_D)) or not bool(torch.isfinite(grad_D).all()):
-                raise TrainingError(f"non-finite D loss or gradient at step {step} (kimg {kimg:.3f}): "
-                                    f"loss {float(loss_D.detach()):.4g}; the last good snapshot is kept in {outdir}")
-            d_grad_norm = torch.nn.utils.clip_grad_norm_(D_params, config.d_clip) if config.d_clip > 0 else grad_D.norm()
-            opt_D.step()
+            d_grad_norm = apply_gradients("D", loss_D, D_params, opt_D, config.d_clip, world, step, kimg, outdir)
 
             # ---------------------------------------------------------------- G_ema
             nimg += config.batch
