@@ -150,6 +150,20 @@ PRESETS: dict[str, GeneratorConfig] = {
     # The published configurations: 87,296 and 349,440 foreground Gaussians.
     "ffhq256": _reference(levels=5, resolution=256),
     "ffhq512": _reference(levels=6, resolution=512),
+    # The shipped demo (assets/): 128 px heads, five levels like ffhq256 (256 -> 65,536 Gaussians) at
+    # narrow widths, so the fp16 file stays under 10 MiB and the training state travels in 64 MiB.
+    "heads128": GeneratorConfig(
+        z_dim=128,
+        w_dim=128,
+        num_points=256,
+        channels=(192, 192, 128, 64, 32),
+        attention=("global", "knn", "knn", "local", "local"),
+        modulated=(True, True, True, False, False),
+        level0_layers=2,
+        num_heads=4,
+        image_resolution=128,
+        background_points=1000,
+    ),
     # CPU tests and demos: every mechanism (global, kNN and sibling attention; modulated and
     # plain blocks; background; view-dependent colour) at small widths and four levels.
     "tiny": GeneratorConfig(

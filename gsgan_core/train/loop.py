@@ -241,7 +241,7 @@ class TrainResult:
 
 
 def train(config: TrainConfig) -> TrainResult:
-    """Trains until config.kimg (or max_steps, or a stop signal); every process returns its networks."""
+    """Trains until config.kimg (or max_steps, max_minutes, or a stop signal); every process returns its networks."""
     world = init_distributed(config.device)
     device = world.device
     if device.type == "cuda":
@@ -342,7 +342,8 @@ def train(config: TrainConfig) -> TrainResult:
         save_checkpoint(outdir / f"network-snapshot-{tag}.safetensors", G_ema, training=training, **checkpoint_meta)
         save_checkpoint(outdir / "network-latest.safetensors", G_ema, training=training, **checkpoint_meta)
         write_png(outdir / f"fakes-{tag}.png", snapshot_grid(G_ema, config, resolution, grid_K, device))
-        save_training_state(outdir / STATE_FILE, modules, optimizers, config.to_dict(), {"step": step, "nimg": nimg})
+        save_training_state(outdir / STATE_FILE, modules, optimizers, config.to_dict(), {"step": step, "nimg": nimg},
+                            averages_dtype=getattr(torch, config.state_precision))
 
     # --- Ctrl-C / SIGTERM: finish the step, write a final snapshot, stop
     stop_requested = False
@@ -441,6 +442,8 @@ def train(config: TrainConfig) -> TrainResult:
                     b_ema.copy_(b)
 
             # ---------------------------------------------------------------- bookkeeping
+            if config.max_minutes and time.time() - start_time >= config.max_minutes * 60:
+                stop_requested = True  # the time limit: stops every process together, like a signal
             scalars = torch.stack([loss_G, loss_g_adv, loss_g_pose, loss_center, loss_knn, loss_D, loss_d_adv,
                                    loss_d_pose, loss_r1, d_real.logits.mean(), d_fake.logits.mean(),
                                    g_grad_norm.detach(), d_grad_norm.detach(),
@@ -482,9 +485,9 @@ def train(config: TrainConfig) -> TrainResult:
                     log_swd(G_ema, dataset, config, resolution, device, all_labels, log_file, step, nimg)
             if stop_requested:
                 if world.is_main:
-                    progress.write(f"stop requested: writing a final snapshot at step {step}")
+                    progress.write(f"stop requested (signal or --max-minutes): writing a final snapshot at step {step}")
                 break
-        # the end: normal, max_steps, or a stop signal
+        # the end: normal, max_steps, max_minutes, or a stop signal
         save_snapshot(final=True)
     finally:
         for s, handler in previous_handlers.items():

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# One chunk (under the lent GPU's 10-minute command limit) of training the demo checkpoint in assets/.
+# See assets/README.md for the whole recipe. Run from the repository root on the GPU machine:
+#
+#   bash scripts/demo/train_chunk.sh MINUTES
+#
+# In:  .demo/state/part-*   the previous chunk's training state, in pieces (carried in); none = a new run
+# Out: $OUT/state/part-*     this chunk's training state, in pieces under the 16 MiB transfer limit
+#      $OUT/network-fp16.safetensors, $OUT/log.jsonl, $OUT/fakes-latest.png
+#
+# Every GPU of the machine trains (torchrun, DDP). The dataset is rendered once per machine into
+# $DEMO_TMP; it depends only on its seed, so every machine renders the same images.
+set -euo pipefail
+MINUTES=${1:?usage: train_chunk.sh MINUTES}
+DEMO_TMP=${DEMO_TMP:-/tmp/gsgan-demo}
+PRESET=${PRESET:-heads128}
+RES=${RES:-128}
+COUNT=${COUNT:-30000}           # training images (seed 0)
+BATCH=${BATCH:-64}
+OUT=${OUT:?OUT must name the folder whose files come back}
+NGPU=${NGPU:-$(python3 -c 'import torch; print(max(torch.cuda.device_count(), 1))')}
+DATA=$DEMO_TMP/heads$RES-train.zip
+RUN=$DEMO_TMP/run
+cli() { python3 -c "import sys; from gsgan_core.cli import ${1}_main as m; sys.exit(m(sys.argv[1:]))" "${@:2}"; }
+
+mkdir -p "$DEMO_TMP" "$OUT/state"
+if [ ! -f "$DATA" ]; then
+    # the gsplat JIT compile (about 40 s) runs beside the dataset rendering (CPU)
+    python3 -c "import torch; from gsgan_core.render.gsplat_backend import probe; print('gsplat:', probe(torch.device('cuda')) or 'ok')" &
+    cli dataset heads --count "$COUNT" --resolution "$RES" --seed 0 --jobs 0 --out "$DATA"
+    wait
+fi
+
+resume=()
+if compgen -G ".demo/state/part-*" >/dev/null; then
+    mkdir -p "$RUN"
+    cat .demo/state/part-* >"$RUN/training-state.safetensors.tmp"
+    mv "$RUN/training-state.safetensors.tmp" "$RUN/training-state.safetensors"
+    resume=(--resume "$RUN")
+    echo "resuming from the carried state ($(du -h "$RUN/training-state.safetensors" | cut -f1))"
+else
+    rm -rf "$RUN"
+fi
+
+python3 -m torch.distributed.run --standalone --nproc_per_node "$NGPU" -m gsgan_core.train \
+    --data "$DATA" --outdir "$RUN" "${resume[@]}" \
+    --preset "$PRESET" --g-pose-cond false --d-channel-base 8192 --d-channel-max 128 \
+    --batch "$BATCH" --kimg 20000 --snap-kimg 100 --swd-images 1000 --workers 3 \
+    --state-precision bfloat16 --max-minutes "$MINUTES" >"$DEMO_TMP/train-stdout.log" 2>&1 \
+    || { tail -c 4000 "$DEMO_TMP/train-stdout.log"; exit 1; }
+tail -c 1500 "$DEMO_TMP/train-stdout.log" | tr '\r' '\n' | tail -n 4
+
+split -b 15M -d -a 2 "$RUN/training-state.safetensors" "$OUT/state/part-"
+python3 - "$RUN/network-latest.safetensors" "$OUT/network-fp16.safetensors" <<'EOF'
+import sys, torch
+from gsgan_core.io.checkpoint import load_checkpoint, save_checkpoint
+G, info = load_checkpoint(sys.argv[1])
+save_checkpoint(sys.argv[2], G, training=info.training, dataset=info.dataset, camera=info.camera,
+                weight_dtype=torch.float16)
+EOF
+cp "$RUN/log.jsonl" "$OUT/log.jsonl"
+cp "$RUN/fakes-final.png" "$OUT/fakes-latest.png"
+grep swd "$RUN/log.jsonl" | tail -n 3 || true
+ls -la "$OUT" "$OUT/state"
