@@ -277,6 +277,19 @@ class OrbitPose:
             raise CameraError(f"orbit pose has unknown keys {', '.join(unknown)}")
         return cls(**{n: data[n] for n in names})
 
+    @classmethod
+    def from_labels(cls, labels: Tensor) -> "OrbitPose":  # labels: [N, 25] of one dataset
+        """The frontal orbit pose that fits a dataset's cameras: the pivot is the point nearest to every
+        optical axis (least squares), the radius the median distance of the cameras from the origin
+        (EG3D's convention), the fov that of the first camera."""
+        cam2world, K_norm = labels_to_cameras(labels.detach().cpu().double())
+        eyes, forward = cam2world[:, :3, 3], cam2world[:, :3, 2]
+        projector = torch.eye(3, dtype=eyes.dtype) - forward[:, :, None] * forward[:, None, :]  # [N, 3, 3]
+        # minimise sum_i |P_i (x - eye_i)|^2; pinv gives the shortest x when all axes are parallel
+        pivot = torch.linalg.pinv(projector.sum(0)) @ (projector @ eyes[:, :, None]).sum(0)
+        return cls(pivot=tuple(float(v) for v in pivot.flatten()), radius=float(eyes.norm(dim=-1).median()),
+                   fov_deg=float(fov_from_intrinsics(K_norm[0])))
+
     def cameras(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> tuple[Tensor, Tensor]:  # cam2world [4, 4], K_norm [3, 3] (unbatched)

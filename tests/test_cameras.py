@@ -304,3 +304,15 @@ def test_mirror_matches_eg3d_label_flip_and_orbit_yaw():
     assert torch.allclose(cameras_to_labels(mirror_cameras(cam2world), K), flipped)
     # and mirroring the orbit at yaw is the orbit at -yaw when the pivot lies on x = 0
     assert torch.allclose(mirror_cameras(cam2world), orbit_camera(-0.4, 0.1, dtype=D)[0], atol=1e-12)
+
+
+def test_orbit_pose_from_labels_finds_the_pivot_the_cameras_look_at():
+    from gsgan_core.cameras import OrbitPose, cameras_to_labels, orbit_camera
+
+    yaws = torch.tensor([-0.4, -0.1, 0.0, 0.3, 2.5])
+    pitches = torch.tensor([0.1, -0.2, 0.0, 0.15, 0.05])
+    cam2world, K = orbit_camera(yaws, pitches, 2.7, (0.0, 0.05, 0.2), 18.0, dtype=torch.float64)
+    pose = OrbitPose.from_labels(cameras_to_labels(cam2world, K.expand(5, 3, 3)))
+    assert pose.pivot == pytest.approx((0.0, 0.05, 0.2), abs=1e-6)
+    assert pose.radius == pytest.approx(2.7) and pose.fov_deg == pytest.approx(18.0)
+    assert (pose.yaw, pose.pitch) == (0.0, 0.0)

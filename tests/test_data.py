@@ -175,6 +175,23 @@ def test_heads_cameras_follow_the_ffhq_convention():
         assert math.isclose(fov, HEADS_FOV_DEG, rel_tol=1e-6)
 
 
+def test_heads_orbit_cameras_see_every_side():
+    yaws, backs = [], 0
+    for index in range(48):
+        rgba, label, parts = render_head(2, index, 16, cameras="orbit")
+        eye = torch.tensor(label[:16]).view(4, 4)[:3, 3]
+        assert math.isclose(float(eye.norm()), HEADS_RADIUS, rel_tol=1e-6)
+        yaw = math.atan2(float(eye[0]), float(eye[2]))
+        yaws.append(yaw)
+        if abs(yaw) > 2.5:  # from behind: the head still fills the middle of the image
+            backs += 1
+            assert rgba[8, 8, 3] == 255
+    assert min(yaws) < -2.0 and max(yaws) > 2.0 and backs > 0
+    assert render_head(2, 0, 16)[1][3] != render_head(2, 0, 16, cameras="orbit")[1][3]  # ffhq stays the default
+    with pytest.raises(ValueError, match="cameras"):
+        render_head(2, 0, 16, cameras="sideways")
+
+
 def test_heads_alpha_matches_the_geometry():
     resolution = 32
     for index in range(3):

@@ -37,6 +37,16 @@ def test_pyramid_reconstructs_and_swd_ranks_distributions():
         sliced_wasserstein(a, a[:8])
 
 
+@pytest.mark.gpu
+def test_swd_on_cuda_matches_cpu():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA: torch.cuda.is_available() is False on this machine")
+    a, b = smooth_images(16, 0, 2), smooth_images(16, 1, 3)
+    cpu = sliced_wasserstein(a, b, seed=1)
+    gpu = sliced_wasserstein(a, b, seed=1, device="cuda")  # same patches and projections (CPU generator)
+    assert gpu["levels"] == pytest.approx(cpu["levels"], rel=1e-3)
+
+
 def test_fid_without_weights_says_so(tmp_path):
     with pytest.raises(FIDUnavailable) as caught:
         inception_model(tmp_path / "pt_inception.pth", "cpu")

@@ -17,6 +17,8 @@ def dataset_command(argv: list[str] | None = None) -> int:
     heads.add_argument("--out", required=True, help="output .zip")
     heads.add_argument("--seed", type=int, default=0, help="same seed, same dataset")
     heads.add_argument("--jobs", type=int, default=0, help="processes (0: every core)")
+    heads.add_argument("--cameras", default="ffhq", choices=("ffhq", "orbit"),
+                       help="ffhq: yaws near the frontal view, like FFHQ; orbit: any yaw around the head")
     check = commands.add_parser("check", help="validate a dataset folder or .zip (what training does first)")
     check.add_argument("path")
     args = parser.parse_args(argv)
@@ -31,7 +33,7 @@ def dataset_command(argv: list[str] | None = None) -> int:
             print("gsgan-dataset heads: --count must be >= 1 and --resolution >= 8", file=sys.stderr)
             return 2
         try:
-            make_heads_dataset(args.out, args.count, args.resolution, args.seed, args.jobs or None)
+            make_heads_dataset(args.out, args.count, args.resolution, args.seed, args.jobs or None, cameras=args.cameras)
         except OSError as err:
             print(f"gsgan-dataset heads: cannot write {args.out}: {err}", file=sys.stderr)
             return 1

@@ -78,8 +78,8 @@ def metrics_command(argv: list[str] | None = None) -> int:
         fakes = fake_images(G, dataset.labels[order[:num]], resolution, args.seed, device)
         results = {"num": num, "resolution": resolution}
         if "swd" in wanted:
-            swd = sliced_wasserstein(reals_a, fakes, seed=args.seed)
-            floor = sliced_wasserstein(reals_a, reals_b, seed=args.seed)
+            swd = sliced_wasserstein(reals_a, fakes, seed=args.seed, device=device)
+            floor = sliced_wasserstein(reals_a, reals_b, seed=args.seed, device=device)
             results.update(swd=swd["mean"], swd_levels=swd["levels"], swd_real_floor=floor["mean"],
                            swd_resolutions=swd["resolutions"])
         if "fid" in wanted:

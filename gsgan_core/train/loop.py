@@ -28,7 +28,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from gsgan_core.cameras import OrbitPose, camera_forward, fov_from_intrinsics, labels_to_cameras, orbit_camera, to_rasterizer
+from gsgan_core.cameras import OrbitPose, camera_forward, labels_to_cameras, orbit_camera, to_rasterizer
 from gsgan_core.data.dataset import ImageDataset, check_dataset, composite
 from gsgan_core.errors import DatasetError, TrainingError
 from gsgan_core.io.atomic import atomic_write_bytes
@@ -204,14 +204,14 @@ def random_labels(all_labels: Tensor, n: int, rng: torch.Generator) -> Tensor:  
 
 
 # ====================================================================== snapshots
-def snapshot_grid(G_ema: Generator, config: TrainConfig, resolution: int, K_norm: Tensor, device) -> np.ndarray:
-    """Fixed seeds (rows) from fixed yaws (columns): uint8 [rows*R, cols*R, 3]."""
+def snapshot_grid(G_ema: Generator, config: TrainConfig, resolution: int, pose: OrbitPose, device) -> np.ndarray:
+    """Fixed seeds (rows) from fixed yaws (columns) around the data's orbit pose: uint8 [rows*R, cols*R, 3]."""
     yaws = [float(y) for y in config.grid_yaws.split(",")]
     seeds = list(range(config.grid_seeds))
-    cam2world, _ = orbit_camera(torch.tensor(yaws), 0.0)  # [V, 4, 4]
+    cam2world, K_norm = orbit_camera(torch.tensor(yaws), pose.pitch, pose.radius, pose.pivot, pose.fov_deg)
     from gsgan_core.cameras import cameras_to_labels
 
-    labels = cameras_to_labels(cam2world, K_norm.expand(len(yaws), 3, 3)).to(device)  # [V, 25]
+    labels = cameras_to_labels(cam2world, K_norm.expand(len(yaws), 3, 3)).float().to(device)  # [V, 25]
     z = z_from_seeds(seeds, G_ema.config.z_dim, device)
     mapping_labels = labels[len(yaws) // 2].expand(len(seeds), 25) if G_ema.config.c_dim else None
     background = torch.ones(len(seeds), len(yaws), 3, device=device)
@@ -324,9 +324,8 @@ def train(config: TrainConfig) -> TrainResult:
     real_batches = iter(loader)
 
     # --- outputs (rank 0 only)
-    fov = float(fov_from_intrinsics(dataset.labels[0, 16:].view(3, 3)))
-    grid_K = dataset.labels[0, 16:].view(3, 3)
-    checkpoint_meta = dict(dataset={"name": dataset.name, "resolution": resolution}, camera=OrbitPose(fov_deg=fov))
+    checkpoint_meta = dict(dataset={"name": dataset.name, "resolution": resolution},
+                           camera=OrbitPose.from_labels(dataset.labels))  # the viewer's default: the data's
     log_file = None
     if world.is_main:
         outdir.mkdir(parents=True, exist_ok=True)
@@ -341,7 +340,7 @@ def train(config: TrainConfig) -> TrainResult:
         training = {"kimg": kimg, "step": step}
         save_checkpoint(outdir / f"network-snapshot-{tag}.safetensors", G_ema, training=training, **checkpoint_meta)
         save_checkpoint(outdir / "network-latest.safetensors", G_ema, training=training, **checkpoint_meta)
-        write_png(outdir / f"fakes-{tag}.png", snapshot_grid(G_ema, config, resolution, grid_K, device))
+        write_png(outdir / f"fakes-{tag}.png", snapshot_grid(G_ema, config, resolution, checkpoint_meta["camera"], device))
         save_training_state(outdir / STATE_FILE, modules, optimizers, config.to_dict(), {"step": step, "nimg": nimg},
                             averages_dtype=getattr(torch, config.state_precision))
 
@@ -519,7 +518,7 @@ def log_swd(G_ema, dataset, config, resolution, device, all_labels, log_file, st
             images, _ = generate_images(G_ema, z, labels if G_ema.config.c_dim else None, labels[:, None],
                                         torch.ones(m, 1, 3, device=device), resolution, config.render_backend)
             fakes.append(images.cpu())
-    swd = sliced_wasserstein(reals, torch.cat(fakes), seed=config.seed)
+    swd = sliced_wasserstein(reals, torch.cat(fakes), seed=config.seed, device=device)
     record = {"step": step, "kimg": nimg / 1000, "metrics/swd": swd["mean"], "metrics/swd_levels": swd["levels"]}
     log_file.write(json.dumps(record) + "\n")
     log_file.flush()
