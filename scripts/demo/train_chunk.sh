@@ -7,6 +7,7 @@
 # In:  .demo/state/part-*   the previous chunk's training state, in pieces (carried in); none = a new run
 # Out: $OUT/state/part-*     this chunk's training state, in pieces under the 16 MiB transfer limit
 #      $OUT/network-fp16.safetensors, $OUT/log.jsonl, $OUT/fakes-latest.png
+#      $OUT/metrics.json          with EVAL=1: SWD of 5,000 generated vs 5,000 held-out images, and the floor
 #
 # Every GPU of the machine trains (torchrun, DDP). The dataset is rendered once per machine into
 # $DEMO_TMP; it depends only on its seed, so every machine renders the same images.
@@ -15,19 +16,21 @@ MINUTES=${1:?usage: train_chunk.sh MINUTES}
 DEMO_TMP=${DEMO_TMP:-/tmp/gsgan-demo}
 PRESET=${PRESET:-heads128}
 RES=${RES:-128}
-COUNT=${COUNT:-30000}           # training images (seed 0)
+COUNT=${COUNT:-30000}           # training images (seed 0); the held-out set is seed 1
 BATCH=${BATCH:-64}
 OUT=${OUT:?OUT must name the folder whose files come back}
 NGPU=${NGPU:-$(python3 -c 'import torch; print(max(torch.cuda.device_count(), 1))')}
 DATA=$DEMO_TMP/heads$RES-train.zip
+HELDOUT=$DEMO_TMP/heads$RES-heldout.zip
 RUN=$DEMO_TMP/run
 cli() { python3 -c "import sys; from gsgan_core.cli import ${1}_main as m; sys.exit(m(sys.argv[1:]))" "${@:2}"; }
 
 mkdir -p "$DEMO_TMP" "$OUT/state"
+pkill -f "[g]sgan_core[.]train" && sleep 3 || true  # a chunk cut off by the time limit leaves its workers behind
 if [ ! -f "$DATA" ]; then
     # the gsplat JIT compile (about 40 s) runs beside the dataset rendering (CPU)
     python3 -c "import torch; from gsgan_core.render.gsplat_backend import probe; print('gsplat:', probe(torch.device('cuda')) or 'ok')" &
-    cli dataset heads --count "$COUNT" --resolution "$RES" --seed 0 --jobs 0 --out "$DATA"
+    cli dataset heads --count "$COUNT" --resolution "$RES" --seed 0 --cameras orbit --jobs 0 --out "$DATA"
     wait
 fi
 
@@ -44,7 +47,8 @@ fi
 
 python3 -m torch.distributed.run --standalone --nproc_per_node "$NGPU" -m gsgan_core.train \
     --data "$DATA" --outdir "$RUN" "${resume[@]}" \
-    --preset "$PRESET" --g-pose-cond false --d-channel-base 8192 --d-channel-max 128 \
+    --preset "$PRESET" --g-pose-cond false --g-background false --d-channel-base 8192 --d-channel-max 128 \
+    --grid-yaws=-2.4,-1.2,-0.4,0,0.4,1.2,2.4,3.14 \
     --batch "$BATCH" --kimg 20000 --snap-kimg 100 --swd-images 1000 --workers 3 \
     --state-precision bfloat16 --max-minutes "$MINUTES" >"$DEMO_TMP/train-stdout.log" 2>&1 \
     || { tail -c 4000 "$DEMO_TMP/train-stdout.log"; exit 1; }
@@ -61,4 +65,8 @@ EOF
 cp "$RUN/log.jsonl" "$OUT/log.jsonl"
 cp "$RUN/fakes-final.png" "$OUT/fakes-latest.png"
 grep swd "$RUN/log.jsonl" | tail -n 3 || true
+if [ "${EVAL:-0}" = 1 ]; then
+    [ -f "$HELDOUT" ] || cli dataset heads --count "${HELDOUT_COUNT:-10000}" --resolution "$RES" --seed 1 --cameras orbit --jobs 0 --out "$HELDOUT"
+    cli metrics --network "$RUN/network-latest.safetensors" --data "$HELDOUT" --num "${EVAL_NUM:-5000}" --json | tee "$OUT/metrics.json"
+fi
 ls -la "$OUT" "$OUT/state"
