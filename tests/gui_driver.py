@@ -163,12 +163,12 @@ def main() -> int:
         f"{a}->{b}": float(np.abs(shots[a].astype(np.int16) - shots[b]).mean()) for a, b in zip(names, names[1:])
     }
     if args.screenshot:
-        # A readable picture for the README: a larger render, the Levels panel in use.
+        # A readable picture for the README: the head at a three-quarter view, every level shown.
         app.press_button("camera.reset")
+        app.state.camera.yaw = 0.5
         app.widget_callback("w:render.resolution", "256")
+        app.widget_callback("w:levels.mode", "all levels")
         app.widget_callback("w:levels.background", True)
-        app.widget_callback("w:levels.color_by_level", True)
-        app.widget_callback("w:levels.scale", 0.35)
         app.state.levels.selected = None
         frames(3)
         iio.imwrite(args.screenshot, app.framebuffer())
