@@ -86,6 +86,30 @@ def test_resume_continues_exactly(heads, tmp_path):
     assert info["progress"] == {"step": 4, "nimg": 8} and any(k.startswith("opt_D.") for k in tensors)
 
 
+def test_bfloat16_state_is_smaller_and_resumes_close(heads, tmp_path):
+    train(tiny_config(heads, tmp_path / "full", max_steps=2))
+    straight = train(tiny_config(heads, tmp_path / "straight", max_steps=3))
+    train(tiny_config(heads, tmp_path / "small", max_steps=2, state_precision="bfloat16"))
+    full, small = tmp_path / "full" / "training-state.safetensors", tmp_path / "small" / "training-state.safetensors"
+    assert small.stat().st_size < 0.75 * full.stat().st_size
+    tensors, _ = read_training_state(small)
+    assert tensors["G.mapping.layers.0.weight"].dtype == torch.float32  # the trained networks stay exact
+    assert {t.dtype for k, t in tensors.items() if k.startswith("G_ema.") and t.is_floating_point()} == {torch.bfloat16}
+    assert {t.dtype for k, t in tensors.items() if k.endswith("exp_avg_sq")} == {torch.bfloat16}
+    resumed = train(tiny_config(heads, tmp_path / "small", max_steps=1, resume=str(tmp_path / "small")))
+    assert resumed.step == 3
+    assert all(p.dtype == torch.float32 for p in resumed.G_ema.parameters())
+    for a, b in zip(straight.G_ema.parameters(), resumed.G_ema.parameters()):
+        assert torch.allclose(a, b, rtol=2e-2, atol=1e-3)  # bfloat16 rounding, not a different run
+
+
+def test_max_minutes_stops_with_a_final_snapshot(heads, tmp_path):
+    result = train(tiny_config(heads, tmp_path / "run", kimg=100.0, max_minutes=1e-6))
+    assert result.step == 1  # the limit is checked after each step
+    assert (tmp_path / "run" / "network-snapshot-final.safetensors").exists()
+    assert read_training_state(tmp_path / "run")[1]["progress"]["step"] == 1
+
+
 def test_resume_refuses_a_different_model_and_a_fresh_run_refuses_an_old_outdir(heads, tmp_path):
     train(tiny_config(heads, tmp_path / "run", max_steps=1))
     with pytest.raises(TrainingError, match="d_pose"):
