@@ -287,8 +287,9 @@ class OrbitPose:
         projector = torch.eye(3, dtype=eyes.dtype) - forward[:, :, None] * forward[:, None, :]  # [N, 3, 3]
         # minimise sum_i |P_i (x - eye_i)|^2; pinv gives the shortest x when all axes are parallel
         pivot = torch.linalg.pinv(projector.sum(0)) @ (projector @ eyes[:, :, None]).sum(0)
-        return cls(pivot=tuple(float(v) for v in pivot.flatten()), radius=float(eyes.norm(dim=-1).median()),
-                   fov_deg=float(fov_from_intrinsics(K_norm[0])))
+        fit = lambda x: round(float(x), 6) + 0.0  # labels are float32: no more digits are real  # noqa: E731
+        return cls(pivot=tuple(fit(v) for v in pivot.flatten()), radius=fit(eyes.norm(dim=-1).median()),
+                   fov_deg=fit(fov_from_intrinsics(K_norm[0])))
 
     def cameras(
         self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
