@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a check
 
 from explorer.engine import Engine  # noqa: E402
 from explorer.state import ExplorerState, LatentState, LevelState, RenderSettings  # noqa: E402
-from gsgan_core.io.atomic import atomic_path  # noqa: E402
+from gsgan_core.train.loop import write_png  # noqa: E402  (atomic, like training's snapshot grids)
 
 
 def render(engine: Engine, seed: int, yaw: float, resolution: int, level_mode: str = "all", level: int = 0) -> np.ndarray:
@@ -43,14 +43,6 @@ def grid(rows: list[list[np.ndarray]], gap: int = 2) -> np.ndarray:
         for j, image in enumerate(row):
             out[i * (r + gap) : i * (r + gap) + r, j * (r + gap) : j * (r + gap) + r] = image
     return out
-
-
-def write_png(path: Path, image: np.ndarray) -> None:
-    import imageio.v3 as iio
-
-    with atomic_path(path) as tmp:
-        iio.imwrite(tmp, image, extension=".png")
-    print(f"wrote {path} ({image.shape[1]}x{image.shape[0]})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,9 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         samples = [[one(4 * row + col, column_yaws[col], resolution) for col in range(4)] for row in range(4)]
         turntable = [[one(seed, math.radians(45 * k), resolution) for k in range(8)] for seed in (0, 1)]
         build_up = [[one(0, 0.4, resolution, mode, k) for k in range(levels)] for mode in ("only", "up_to")]
-    write_png(out / "demo-samples.png", grid(samples))
-    write_png(out / "demo-turntable.png", grid(turntable))
-    write_png(out / "demo-levels.png", grid(build_up))
+    for name, image in (("demo-samples", grid(samples)), ("demo-turntable", grid(turntable)),
+                        ("demo-levels", grid(build_up))):
+        write_png(out / f"{name}.png", image)
+        print(f"wrote {out / name}.png ({image.shape[1]}x{image.shape[0]})")
     return 0
 
 
