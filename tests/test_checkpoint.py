@@ -1,5 +1,7 @@
 import json
 import pickle
+import os
+import stat
 import struct
 
 import pytest
@@ -175,3 +177,13 @@ def test_metadata_problems(tmp_path, saved):
     save_file({"x": torch.zeros(1)}, str(plain))
     with pytest.raises(CheckpointError, match="not a gsgan generator checkpoint"):
         read_checkpoint_info(plain)
+
+
+def test_written_file_has_the_umask_mode_not_mkstemps_0600(tmp_path, generator):
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "shared.safetensors"
+        save_checkpoint(path, generator)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

@@ -63,5 +63,41 @@ def test_metrics_command_swd_with_floor_and_fid_message(tmp_path, capsys):
     assert metrics_main(["--network", str(ckpt), "--data", str(data), "--num", "4", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["num"] == 4 and result["swd"] > result["swd_real_floor"] > 0
+    assert metrics_main(["--network", str(ckpt), "--data", str(data), "--num", "4", "--metrics", "levels",
+                         "--json"]) == 0
+    levels_only = json.loads(capsys.readouterr().out)
+    assert "swd" not in levels_only  # only what was asked for
+    assert len(levels_only["level_contributions"]) == preset("tiny").num_levels
+    assert levels_only["level_contributions"][0] > 0
     assert metrics_main(["--network", str(ckpt), "--data", str(data), "--metrics", "swd,fid"]) == 1
     assert "--fid-weights" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- per-level contribution
+def _two_level_scene(child_opacity_logit: float):
+    """A big red Gaussian (level 0) with four small blue children (level 1) in front of it."""
+    from gsgan_core.gaussians import Gaussians
+
+    means = torch.tensor([[0.0, 0.0, 0.0], [-0.08, -0.08, 0.3], [0.08, -0.08, 0.3], [-0.08, 0.08, 0.3],
+                          [0.08, 0.08, 0.3]])
+    log_scales = torch.tensor([[-1.6] * 3] + [[-3.5] * 3] * 4)
+    quats = torch.tensor([[1.0, 0, 0, 0]]).expand(5, 4)
+    opacity_logits = torch.tensor([6.0] + [child_opacity_logit] * 4)
+    red, blue = [1.5, -1.7, -1.7], [-1.7, -1.7, 1.5]  # degree-0 SH: RGB = 0.2821 * c + 0.5
+    sh_dc = torch.tensor([red] + [blue] * 4)
+    return Gaussians(means[None], log_scales[None], quats[None], opacity_logits[None], sh_dc[None],
+                     level=torch.tensor([0, 1, 1, 1, 1]), parent=torch.tensor([-1, 0, 0, 0, 0]))
+
+
+def test_level_contributions_tell_a_dead_level_from_a_live_one():
+    from gsgan_core.cameras import orbit_camera, to_rasterizer
+    from gsgan_core.metrics.levels import level_contributions
+
+    cam2world, K_norm = orbit_camera(0.0, 0.0, 2.7, (0.0, 0.0, 0.0), 18.0)
+    viewmats, Ks = to_rasterizer(cam2world[None, None], K_norm[None, None], 48, 48)  # camera at z = +2.7
+    live = level_contributions(_two_level_scene(6.0), viewmats, Ks, 48, 48, backend="reference")
+    dead = level_contributions(_two_level_scene(-12.0), viewmats, Ks, 48, 48, backend="reference")
+    assert sorted(live) == sorted(dead) == [0, 1]
+    assert live[0] > 0.2 and dead[0] > 0.2  # without level 0 the head's pixels turn white or blue
+    assert live[1] > 0.05  # the blue children cover part of the red blob
+    assert dead[1] < 1e-4  # transparent children change nothing

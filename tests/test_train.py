@@ -55,6 +55,9 @@ def test_a_few_steps_learn_and_write_an_explorer_checkpoint(heads, tmp_path):
     assert log[0]["loss/r1"] > 0 and log[0]["loss/G_pose"] > 0  # R1 ran at step 0; contrastive pose is on
     swd = [json.loads(line) for line in (outdir / "log.jsonl").read_text().splitlines() if "metrics/swd" in line]
     assert len(swd) == 1 and swd[0]["metrics/swd"] > 0
+    levels = [json.loads(line) for line in (outdir / "log.jsonl").read_text().splitlines() if "metrics/levels" in line]
+    assert len(levels) == 1 and len(levels[0]["metrics/levels"]) == preset("tiny").num_levels
+    assert levels[0]["metrics/levels"][0] > 0  # level 0 of any generator draws the head
 
     torch.manual_seed(config.seed)  # the same initial weights training started from
     initial = Generator(preset("tiny", image_resolution=RES, c_dim=25))

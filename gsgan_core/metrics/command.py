@@ -44,16 +44,17 @@ def metrics_command(argv: list[str] | None = None) -> int:
     parser.add_argument("--network", required=True, help="generator checkpoint (.safetensors)")
     parser.add_argument("--data", required=True, help="EG3D dataset (folder or .zip) of real images")
     parser.add_argument("--num", type=int, default=1000, help="images per set")
-    parser.add_argument("--metrics", default="swd", help="comma-separated: swd, fid")
+    parser.add_argument("--metrics", default="swd", help="comma-separated: swd, fid, levels (each hierarchy "
+                        "level's share of the image, on 16 of the images; near 0 = a dead level)")
     parser.add_argument("--fid-weights", default="", help="local FID Inception weights (.pth or .safetensors)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     args = parser.parse_args(argv)
     wanted = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    unknown = sorted(set(wanted) - {"swd", "fid"})
+    unknown = sorted(set(wanted) - {"swd", "fid", "levels"})
     if unknown:
-        print(f"gsgan-metrics: unknown metric(s) {unknown}; known: swd, fid", file=sys.stderr)
+        print(f"gsgan-metrics: unknown metric(s) {unknown}; known: swd, fid, levels", file=sys.stderr)
         return 2
     try:
         from gsgan_core.data.dataset import ImageDataset, check_dataset
@@ -73,15 +74,24 @@ def metrics_command(argv: list[str] | None = None) -> int:
         resolution = info.resolution
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))
         num = min(args.num, len(dataset) // 2)
-        reals_a = real_images(dataset, order[:num], resolution)
-        reals_b = real_images(dataset, order[num : 2 * num], resolution)
-        fakes = fake_images(G, dataset.labels[order[:num]], resolution, args.seed, device)
         results = {"num": num, "resolution": resolution}
+        if {"swd", "fid"} & set(wanted):
+            reals_a = real_images(dataset, order[:num], resolution)
+            reals_b = real_images(dataset, order[num : 2 * num], resolution)
+            fakes = fake_images(G, dataset.labels[order[:num]], resolution, args.seed, device)
         if "swd" in wanted:
             swd = sliced_wasserstein(reals_a, fakes, seed=args.seed, device=device)
             floor = sliced_wasserstein(reals_a, reals_b, seed=args.seed, device=device)
             results.update(swd=swd["mean"], swd_levels=swd["levels"], swd_real_floor=floor["mean"],
                            swd_resolutions=swd["resolutions"])
+        if "levels" in wanted:
+            from gsgan_core.metrics.levels import generator_level_contributions
+            from gsgan_core.models.generator import z_from_seeds
+
+            m = min(num, 16)
+            z = z_from_seeds(range(args.seed, args.seed + m), G.config.z_dim, device)
+            share = generator_level_contributions(G, z, dataset.labels[order[:m]].to(device), resolution)
+            results["level_contributions"] = [share[k] for k in sorted(share) if k >= 0]
         if "fid" in wanted:
             results["fid"] = fid(reals_a, fakes, args.fid_weights, device)
             results["fid_real_floor"] = fid(reals_a, reals_b, args.fid_weights, device)

@@ -69,6 +69,7 @@ class TrainConfig:
     grid_seeds: int = 8  # snapshot grid: this many fixed seeds...
     grid_yaws: str = "-0.5,0,0.5"  # ...each from these fixed yaws (radians)
     swd_images: int = 0  # > 0: sliced Wasserstein distance on this many images at each snapshot
+    level_images: int = 4  # > 0: each level's share of this many images at each snapshot (dead levels)
     workers: int = 2  # data-loading processes per training process
     device: str = "auto"  # auto | cpu | cuda
     render_backend: str = "auto"  # auto | gsplat | reference
@@ -86,6 +87,8 @@ class TrainConfig:
             raise ConfigError("--batch and --views must be >= 1 and --kimg > 0")
         if self.state_precision not in ("float32", "bfloat16"):
             raise ConfigError(f"--state-precision must be float32 or bfloat16, got {self.state_precision!r}")
+        if self.swd_images < 0 or self.level_images < 0:
+            raise ConfigError("--swd-images and --level-images must be >= 0 (0 = off)")
         if self.max_steps < 0 or self.max_minutes < 0:
             raise ConfigError("--max-steps and --max-minutes must be >= 0 (0 = no limit)")
         if self.r1_interval < 0 or self.log_steps < 1 or self.snap_kimg < 0.001:

@@ -482,6 +482,8 @@ def train(config: TrainConfig) -> TrainResult:
                 save_snapshot()
                 if config.swd_images > 0 and world.is_main:
                     log_swd(G_ema, dataset, config, resolution, device, all_labels, log_file, step, nimg)
+                if config.level_images > 0 and world.is_main:
+                    log_levels(G_ema, config, resolution, device, all_labels, log_file, step, nimg)
             if stop_requested:
                 if world.is_main:
                     progress.write(f"stop requested (signal or --max-minutes): writing a final snapshot at step {step}")
@@ -496,6 +498,23 @@ def train(config: TrainConfig) -> TrainResult:
         if log_file is not None:
             log_file.close()
     return TrainResult(step, nimg, last, G, D, G_ema)
+
+
+def log_levels(G_ema, config, resolution, device, all_labels, log_file, step, nimg) -> None:
+    """Each level's contribution to config.level_images images (metrics/levels, coarse to fine).
+
+    A level near 0 is dead: its Gaussians went below a pixel or transparent and get no gradient back.
+    """
+    from gsgan_core.metrics.levels import generator_level_contributions
+
+    rng = torch.Generator().manual_seed(config.seed + 2)  # the same latents and cameras every snapshot
+    n = config.level_images
+    z = torch.randn(n, G_ema.config.z_dim, generator=rng).to(device)
+    labels = random_labels(all_labels, n, rng).to(device)
+    share = generator_level_contributions(G_ema, z, labels, resolution, config.render_backend)
+    record = {"step": step, "kimg": nimg / 1000, "metrics/levels": [share[k] for k in sorted(share) if k >= 0]}
+    log_file.write(json.dumps(record) + "\n")
+    log_file.flush()
 
 
 def log_swd(G_ema, dataset, config, resolution, device, all_labels, log_file, step, nimg) -> None:
