@@ -304,3 +304,47 @@ def test_level_selection_and_descendants(tiny_generator):
     assert (sub.level[sub.parent[sub.level > 0]] == sub.level[sub.level > 0] - 1).all()
     # A selection that drops the parents marks them as missing.
     assert (g.at_level(2).parent == -1).all()
+
+
+# ---------------------------------------------------------------- anchor floor (dead subtrees)
+def _collapsed_anchors(anchor_floor_pixels: float):
+    """A tiny generator whose anchor heads all ask for a log-scale far below the -8 clamp."""
+    torch.manual_seed(0)
+    generator = random_generator("tiny", background=False, anchor_floor_pixels=anchor_floor_pixels)
+    with torch.no_grad():
+        for level in generator.levels:
+            if level.anchor_head is not None:
+                level.anchor_head.geometry.bias[3:6] = -60.0  # d_log_scale: softplus(60) = 60 below the parent
+    return generator
+
+
+def test_anchor_floor_keeps_subtrees_above_a_pixel_and_passes_gradient():
+    z = z_from_seeds([0, 1], 64)
+    dead = _collapsed_anchors(0.0)
+    _, anchors = dead.synthesize(dead.mapping(z), return_anchors=True)
+    assert all(bool((a.log_scale == -8).all()) for a in anchors[1:])  # GSGAN: at the clamp, a whole subtree
+    dead_scale = dead.synthesize(dead.mapping(z)).at_level(3).log_scales
+    assert bool((dead_scale == -8).all())
+
+    alive = _collapsed_anchors(0.5)
+    floor = math.log(0.5 / alive.config.image_resolution)
+    gaussians, anchors = alive.synthesize(alive.mapping(z), return_anchors=True)
+    for a in anchors:
+        assert bool((a.log_scale >= floor).all())
+    level3 = gaussians.at_level(3).log_scales  # children of floored anchors: up to the anchor's size
+    assert bool((level3 > -8).all()) and bool((level3 <= floor + math.log(2) + 1e-5).all())
+
+    # the clamp passes no gradient to a collapsed anchor head; the floor does
+    for generator, expect_gradient in ((dead, False), (alive, True)):
+        generator.zero_grad()
+        generator.synthesize(generator.mapping(z)).at_level(3).log_scales.sum().backward()
+        grad = generator.levels[2].anchor_head.geometry.bias.grad[3:6]
+        assert bool((grad.abs() > 0).any()) == expect_gradient
+
+
+def test_anchor_floor_off_by_default_and_validated():
+    assert GeneratorConfig().anchor_floor_pixels == 0.0
+    for name in PRESETS:
+        assert PRESETS[name].anchor_floor_pixels == 0.0  # the presets follow GSGAN
+    with pytest.raises(ConfigError, match="anchor_floor_pixels"):
+        preset("tiny", anchor_floor_pixels=-1.0)

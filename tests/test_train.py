@@ -121,6 +121,22 @@ def test_resume_refuses_a_different_model_and_a_fresh_run_refuses_an_old_outdir(
         train(tiny_config(heads, tmp_path / "run", max_steps=1))
 
 
+def test_a_state_from_before_a_model_field_existed_resumes_with_its_default(heads, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    train(tiny_config(heads, tmp_path / "run", max_steps=1))
+    path = tmp_path / "run" / "training-state.safetensors"
+    with open(path, "rb") as f:  # the metadata as an older version wrote it: no g_anchor_floor_pixels
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    metadata = header["__metadata__"]
+    config = json.loads(metadata["config"])
+    del config["g_anchor_floor_pixels"]
+    save_file(load_file(path), path, metadata={**metadata, "config": json.dumps(config)})
+    assert train(tiny_config(heads, tmp_path / "run", max_steps=1, resume=str(path))).step == 2
+    with pytest.raises(TrainingError, match="g_anchor_floor_pixels"):
+        train(tiny_config(heads, tmp_path / "run", max_steps=1, resume=str(path), g_anchor_floor_pixels=0.5))
+
+
 def test_training_refuses_a_resolution_the_discriminator_cannot_halve(tmp_path):
     data = tmp_path / "odd.zip"
     make_heads_dataset(data, 2, 24, seed=0, processes=1, progress=False)

@@ -41,6 +41,11 @@ class GeneratorConfig:
     image_resolution: int = 256  # sets the "larger than a pixel" threshold 1 / R_img
     position_clamp: float = 1.0  # means clamped to [-p, p] (CGS-GAN: 0.5)
     soft_clamp: bool = False  # CGS-GAN's f(v) = 20 tanh(0.05 v) on scale/rotation/colour/opacity outputs
+    # > 0: anchors (the parents of the next level, never drawn) keep every log-scale above
+    # log(anchor_floor_pixels / image_resolution), through a softplus floor. 0 = GSGAN: only the
+    # hard clamp at -8. An anchor at -8 caps its whole subtree below a pixel, and the clamp passes
+    # no gradient: the demo's run 2 lost levels 2-4 that way (assets/README.md).
+    anchor_floor_pixels: float = 0.0
     view_dependent_color: bool = True  # GSGAN: render-head colour sees a 32-d camera-direction embedding
     view_embed_dim: int = 32
 
@@ -117,6 +122,8 @@ class GeneratorConfig:
                 raise ConfigError(f"level {level}: 'local' (sibling) attention needs tokens that have siblings (level >= 2)")
         if self.split_ratio <= 1:
             raise ConfigError("split_ratio must be > 1 so children are smaller than their parent")
+        if not 0 <= self.anchor_floor_pixels < self.image_resolution:
+            raise ConfigError(f"anchor_floor_pixels must be in [0, image_resolution), got {self.anchor_floor_pixels}")
         if self.knn_k > self.num_points:
             raise ConfigError(f"knn_k={self.knn_k} exceeds the number of level-0 tokens {self.num_points}")
 

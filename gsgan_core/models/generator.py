@@ -101,22 +101,37 @@ def soft_clamp(v: Tensor) -> Tensor:
     return 20 * torch.tanh(0.05 * v)
 
 
-def decode_level0(d: Params, config: GeneratorConfig) -> Params:
+def bound_log_scale(log_scale: Tensor, config: GeneratorConfig, anchor: bool) -> Tensor:
+    """Clamp to [-8, 0]; anchors first go through the softplus floor of `anchor_floor_pixels`.
+
+    The floor comes before the clamp so that it, not the clamp, decides: floor + softplus(x - floor)
+    is the identity well above the floor, never below it, and its gradient never drops to exactly 0.
+    Drawn Gaussians may vanish; an anchor below a pixel takes its whole subtree with it.
+    """
+    if anchor and config.anchor_floor_pixels > 0:
+        floor = math.log(config.anchor_floor_pixels / config.image_resolution)
+        log_scale = floor + F.softplus(log_scale - floor)
+    return log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+
+
+def decode_level0(d: Params, config: GeneratorConfig, anchor: bool = False) -> Params:
     """Level 0 has no parent: positions near the origin, scales so 256 points tile the unit cube."""
     ones = torch.ones_like(d.quat[..., :1])
     identity = torch.cat([ones, torch.zeros_like(d.quat[..., 1:])], dim=-1)
     mean = torch.tanh(0.1 * d.mean).clamp(-config.position_clamp, config.position_clamp)
-    log_scale = (level0_log_scale(config) - F.softplus(-d.log_scale)).clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+    log_scale = bound_log_scale(level0_log_scale(config) - F.softplus(-d.log_scale), config, anchor)
     return Params(mean, log_scale, identity + d.quat, d.color, LEVEL0_OPACITY_LOGIT + d.opacity)
 
 
-def decode_children(parent: Params, d: Params, config: GeneratorConfig) -> Params:
+def decode_children(parent: Params, d: Params, config: GeneratorConfig, anchor: bool = False) -> Params:
     """Children (parent repeated up_ratio times, parent-major) from the head outputs d.
 
         mean = mean_a + R(q_a) diag(exp(s_a)) tanh(d_mean)   the child stays in its parent's box
         s    = clamp(s_a' - softplus(-d_s), -8, 0)           strictly smaller than s_a'
         s_a' = s_a - log(rho) while the parent is larger than a pixel (max exp(s_a) > 1/R_img)
         q, colour, opacity: plain residuals of the parent's.
+
+    An anchor (anchor=True) also keeps s above `anchor_floor_pixels` when that is set (bound_log_scale).
     """
     parent = Params(*(t.repeat_interleave(config.up_ratio, dim=1) for t in parent))
     offset_in_parent_frame = parent.log_scale.exp() * torch.tanh(d.mean)  # [B, N, 3]
@@ -125,7 +140,7 @@ def decode_children(parent: Params, d: Params, config: GeneratorConfig) -> Param
 
     larger_than_pixel = parent.log_scale.amax(dim=-1, keepdim=True) > -math.log(config.image_resolution)
     parent_log_scale = parent.log_scale - larger_than_pixel * math.log(config.split_ratio)
-    log_scale = (parent_log_scale - F.softplus(-d.log_scale)).clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+    log_scale = bound_log_scale(parent_log_scale - F.softplus(-d.log_scale), config, anchor)
 
     return Params(mean, log_scale, parent.quat + d.quat, parent.color + d.color, parent.opacity + d.opacity)
 
@@ -281,13 +296,16 @@ class Generator(nn.Module):
         rendered: list[Params] = []
         for level, module in enumerate(self.levels):
             tokens = module(tokens, ws[:, slices[level]] if config.modulated[level] else None)
-            if level == 0:
-                decode = lambda d: decode_level0(d, config)  # noqa: E731
-            else:
-                decode = lambda d, parent=anchors[-1]: decode_children(parent, d, config)  # noqa: E731
-            rendered.append(decode(module.render_head(tokens, view_embedding)))
+            parent = anchors[-1] if level > 0 else None
+
+            def decode(d: Params, anchor: bool) -> Params:
+                if parent is None:
+                    return decode_level0(d, config, anchor)
+                return decode_children(parent, d, config, anchor)
+
+            rendered.append(decode(module.render_head(tokens, view_embedding), anchor=False))
             if module.anchor_head is not None:
-                anchors.append(decode(module.anchor_head(tokens)))
+                anchors.append(decode(module.anchor_head(tokens), anchor=True))
         if self.background is not None:
             rendered.append(self.background(ws[:, slices["background"]].squeeze(1)))
 

@@ -28,6 +28,7 @@ class TrainConfig:
     g_pose_cond: bool = True  # GSGAN: mapping sees the camera label (CGS-GAN: False)
     g_background: bool = True  # GSGAN's background Gaussians (CGS-GAN: False, random colour instead)
     g_soft_clamp: bool = False  # CGS-GAN's 20 tanh(0.05 v) on head outputs
+    g_anchor_floor_pixels: float = 0.0  # > 0: anchors' scales stay above this many pixels (0 = GSGAN)
     g_view_dependent_color: bool = True  # GSGAN: render colour sees the view direction (CGS-GAN: False)
     d_pose: str = "contrastive"  # contrastive (GSGAN) | projection (EG3D, CGS-GAN) | none
     d_channel_base: int = 32768  # D channels at resolution r: min(base / r, max)
@@ -100,8 +101,8 @@ class TrainConfig:
 
 # Fields that shape the networks or their inputs: a resumed run must keep them.
 MODEL_FIELDS = (
-    "preset", "resolution", "g_pose_cond", "g_background", "g_soft_clamp", "g_view_dependent_color",
-    "d_pose", "d_channel_base", "d_channel_max", "d_mbstd_group",
+    "preset", "resolution", "g_pose_cond", "g_background", "g_soft_clamp", "g_anchor_floor_pixels",
+    "g_view_dependent_color", "d_pose", "d_channel_base", "d_channel_max", "d_mbstd_group",
 )
 
 

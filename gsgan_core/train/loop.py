@@ -255,7 +255,8 @@ def train(config: TrainConfig) -> TrainResult:
     if config.resume:
         resume_tensors, resume_info = read_training_state(config.resume)
         saved = resume_info["config"]
-        changed = [f for f in MODEL_FIELDS if saved.get(f) != getattr(config, f)]
+        defaults = TrainConfig()  # a state saved before a field existed was trained with its default
+        changed = [f for f in MODEL_FIELDS if saved.get(f, getattr(defaults, f)) != getattr(config, f)]
         if changed:
             raise TrainingError(
                 f"{config.resume}: cannot resume with a different {', '.join(changed)} "
@@ -297,6 +298,7 @@ def train(config: TrainConfig) -> TrainResult:
     g_config = preset(
         config.preset, image_resolution=resolution, c_dim=25 if config.g_pose_cond else 0,
         background=config.g_background, soft_clamp=config.g_soft_clamp,
+        anchor_floor_pixels=config.g_anchor_floor_pixels,
         view_dependent_color=config.g_view_dependent_color,
     )
     G = Generator(g_config).to(device).train()
