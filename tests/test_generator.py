@@ -325,6 +325,9 @@ def test_anchor_floor_keeps_subtrees_above_a_pixel_and_passes_gradient():
     assert all(bool((a.log_scale == -8).all()) for a in anchors[1:])  # GSGAN: at the clamp, a whole subtree
     dead_scale = dead.synthesize(dead.mapping(z)).at_level(3).log_scales
     assert bool((dead_scale == -8).all())
+    from gsgan_core.metrics.levels import anchor_log_scales
+
+    assert anchor_log_scales(dead, z)[1:] == [-8.0, -8.0]  # what training logs as metrics/anchor_log_scale
 
     alive = _collapsed_anchors(0.5)
     floor = math.log(0.5 / alive.config.image_resolution)

@@ -58,6 +58,8 @@ def test_a_few_steps_learn_and_write_an_explorer_checkpoint(heads, tmp_path):
     levels = [json.loads(line) for line in (outdir / "log.jsonl").read_text().splitlines() if "metrics/levels" in line]
     assert len(levels) == 1 and len(levels[0]["metrics/levels"]) == preset("tiny").num_levels
     assert levels[0]["metrics/levels"][0] > 0  # level 0 of any generator draws the head
+    assert len(levels[0]["metrics/anchor_log_scale"]) == preset("tiny").num_levels - 1  # the last has none
+    assert all(-8 <= s <= 0 for s in levels[0]["metrics/anchor_log_scale"])
 
     torch.manual_seed(config.seed)  # the same initial weights training started from
     initial = Generator(preset("tiny", image_resolution=RES, c_dim=25))

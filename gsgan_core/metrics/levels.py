@@ -56,3 +56,14 @@ def generator_level_contributions(
     with torch.no_grad():
         gaussians = G.synthesize(G.mapping(z, labels if G.config.c_dim else None), view_dirs)
         return level_contributions(gaussians, viewmats, Ks, resolution, resolution, backend)
+
+
+def anchor_log_scales(G, z: Tensor, labels: Tensor | None = None) -> list[float]:  # z [B, z_dim], labels [B, 25]
+    """Median over anchors of their largest log-scale, per anchor level (levels 0 .. L-2).
+
+    An anchor level at the floor of -8 caps every level below it far under a pixel: the earliest
+    sign of a collapsing hierarchy, before the levels' contributions reach 0.
+    """
+    with torch.no_grad():
+        _, anchors = G.synthesize(G.mapping(z, labels if G.config.c_dim else None), return_anchors=True)
+    return [float(a.log_scale.amax(dim=-1).median()) for a in anchors]

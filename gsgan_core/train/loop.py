@@ -503,18 +503,21 @@ def train(config: TrainConfig) -> TrainResult:
 
 
 def log_levels(G_ema, config, resolution, device, all_labels, log_file, step, nimg) -> None:
-    """Each level's contribution to config.level_images images (metrics/levels, coarse to fine).
+    """Each level's contribution to config.level_images images (metrics/levels, coarse to fine), and
+    the median anchor log-scale per anchor level (metrics/anchor_log_scale).
 
     A level near 0 is dead: its Gaussians went below a pixel or transparent and get no gradient back.
+    An anchor level at -8 (the clamp) has killed every level below it.
     """
-    from gsgan_core.metrics.levels import generator_level_contributions
+    from gsgan_core.metrics.levels import anchor_log_scales, generator_level_contributions
 
     rng = torch.Generator().manual_seed(config.seed + 2)  # the same latents and cameras every snapshot
     n = config.level_images
     z = torch.randn(n, G_ema.config.z_dim, generator=rng).to(device)
     labels = random_labels(all_labels, n, rng).to(device)
     share = generator_level_contributions(G_ema, z, labels, resolution, config.render_backend)
-    record = {"step": step, "kimg": nimg / 1000, "metrics/levels": [share[k] for k in sorted(share) if k >= 0]}
+    record = {"step": step, "kimg": nimg / 1000, "metrics/levels": [share[k] for k in sorted(share) if k >= 0],
+              "metrics/anchor_log_scale": anchor_log_scales(G_ema, z, labels)}
     log_file.write(json.dumps(record) + "\n")
     log_file.flush()
 
