@@ -19,6 +19,7 @@ DEMO_TMP=${DEMO_TMP:-/tmp/gsgan-demo}
 PRESET=${PRESET:-heads128}
 RES=${RES:-128}
 COUNT=${COUNT:-30000}           # training images (seed 0); the held-out set is seed 1
+ANCHOR_FLOOR=${ANCHOR_FLOOR:-0.5}  # --g-anchor-floor-pixels: run 3 (run 2, without it, lost levels 2-4)
 BATCH=${BATCH:-128}          # 32 per GPU on 4 GPUs: 630-700 img/s on H200 (64: about 500)
 OUT=${OUT:?OUT must name the folder whose files come back}
 NGPU=${NGPU:-$(python3 -c 'import torch; print(max(torch.cuda.device_count(), 1))')}
@@ -61,8 +62,9 @@ fi
 python3 -m torch.distributed.run --standalone --nproc_per_node "$NGPU" -m gsgan_core.train \
     --data "$DATA" --outdir "$RUN" "${resume[@]}" \
     --preset "$PRESET" --g-pose-cond false --g-background false --d-channel-base 8192 --d-channel-max 128 \
+    --g-anchor-floor-pixels "$ANCHOR_FLOOR" \
     --grid-yaws=-2.4,-1.2,-0.4,0,0.4,1.2,2.4,3.14 \
-    --batch "$BATCH" --kimg 20000 --snap-kimg 100 --swd-images 1000 --workers 3 \
+    --batch "$BATCH" --kimg 20000 --snap-kimg 50 --swd-images 1000 --workers 3 \
     --state-precision bfloat16 --max-minutes "$MINUTES" >"$DEMO_TMP/train-stdout.log" 2>&1 \
     || { tail -c 4000 "$DEMO_TMP/train-stdout.log"; exit 1; }
 tail -c 1500 "$DEMO_TMP/train-stdout.log" | tr '\r' '\n' | tail -n 4
@@ -77,7 +79,7 @@ save_checkpoint(sys.argv[2], G, training=info.training, dataset=info.dataset, ca
 EOF
 cp "$RUN/log.jsonl" "$OUT/log.jsonl"
 cp "$RUN/fakes-final.png" "$OUT/fakes-latest.png"
-grep swd "$RUN/log.jsonl" | tail -n 3 || true
+grep -E 'metrics/(swd|levels)' "$RUN/log.jsonl" | tail -n 6 || true
 if [ "${EVAL:-0}" = 1 ]; then
     [ -f "$HELDOUT" ] || cli dataset heads --count "${HELDOUT_COUNT:-10000}" --resolution "$RES" --seed 1 --cameras orbit --jobs 0 --out "$HELDOUT"
     cli metrics --network "$RUN/network-latest.safetensors" --data "$HELDOUT" --num "${EVAL_NUM:-5000}" --metrics swd,levels --json | tee "$OUT/metrics.json"
