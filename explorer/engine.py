@@ -31,6 +31,7 @@ from gsgan_core.cameras import OrbitPose, cameras_to_labels, to_rasterizer
 from gsgan_core.errors import ConfigError
 from gsgan_core.gaussians import BACKGROUND_LEVEL, SH_C0, Gaussians
 from gsgan_core.io.checkpoint import CheckpointInfo, load_checkpoint
+from gsgan_core.metrics.levels import level_contributions
 from gsgan_core.models.generator import Generator, interpolate_ws, mix_levels, z_from_seeds
 from gsgan_core.render import backend_report, render
 
@@ -186,6 +187,7 @@ class Engine:
         self._raw = _LRU(8)
         self._shown = _LRU(8)
         self._frames = _LRU(4)
+        self._shares = _LRU(4)
         self._last_frame: _RenderedFrame | None = None
         self._lock = threading.RLock()
 
@@ -223,7 +225,7 @@ class Engine:
                 cam2world, K_norm = info.camera.cameras(device=self.device, dtype=torch.float32)
                 self._c = cameras_to_labels(cam2world, K_norm)[None]  # [1, 25]
             self._generation += 1
-            for cache in (self._raw, self._shown, self._frames):
+            for cache in (self._raw, self._shown, self._frames, self._shares):
                 cache.clear()
             self._last_frame = None
 
@@ -388,6 +390,27 @@ class Engine:
     def level_counts(self, state: ExplorerState) -> dict[int, int]:
         """{level: count} of the generator's output (background under -1)."""
         return self.gaussians(state.latent).count_per_level()
+
+    def level_shares(self, state: ExplorerState, max_size: int = 256) -> dict[int, float]:
+        """{level: mean change of the head's pixels without it} in the current view, RGB in [0, 1].
+
+        All generated levels, as the generator made them (no display edits), at the current camera and
+        at most `max_size` pixels. Near 0: a dead level. Cached by latent and camera.
+        """
+        with self._lock:
+            raw = self.gaussians(state.latent)
+            cam = state.camera
+            size = min(int(state.render.resolution), max_size)
+            key = (self._raw_key(state.latent), (cam.yaw, cam.pitch, cam.radius, tuple(cam.pivot), cam.fov_deg),
+                   size, self.backend)
+
+            def measure() -> dict[int, float]:
+                cam2world, K_norm = viewer_cameras(cam)
+                viewmats, Ks = (t.to(self.device) for t in to_rasterizer(cam2world, K_norm, size, size))
+                with torch.inference_mode():
+                    return level_contributions(raw, viewmats[None], Ks[None], size, size, self.backend)
+
+            return self._shares.get(key, measure)
 
     def descendant_indices(self, state: ExplorerState, index: int) -> Tensor:  # [M] int64
         """Indices (in the generator's output) of the subtree under Gaussian `index`, itself included."""

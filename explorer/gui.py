@@ -259,6 +259,8 @@ class ExplorerApp:
                 self._bind(dpg.add_checkbox, "levels.background", label="background")
             self._bind(dpg.add_slider_float, "levels.scale", label="scale x", min_value=0.05, max_value=2.0, width=220)
             dpg.add_text("", tag="levels.counts", wrap=PANEL_WIDTH - 30)
+            self._bind(dpg.add_checkbox, "levels.measure", label="measure each level's share of the view")
+            dpg.add_text("", tag="levels.shares", wrap=PANEL_WIDTH - 30)
             with dpg.group(horizontal=True):
                 dpg.add_text("click the view to select a coarse Gaussian", tag="levels.selection")
                 dpg.add_button(label="clear", callback=lambda: set_path(self.state, "levels.selected", None))
@@ -569,6 +571,9 @@ class ExplorerApp:
             dpg.set_value("levels.counts", "counts: " + ", ".join(
                 f"{'bg' if k < 0 else f'L{k}'} {v:,}" for k, v in sorted(counts.items(), key=lambda kv: (kv[0] < 0, kv[0]))
             ) + f"; shown {stats.num_gaussians:,}")
+            shares = engine.level_shares(state) if state.levels.measure else None
+            dpg.set_value("levels.shares", "" if shares is None else "change without it: " + ", ".join(
+                f"L{k} {v:.3f}" for k, v in sorted(shares.items()) if k >= 0))
             selected = state.levels.selected
             dpg.set_value("levels.selection", "click the view to select a coarse Gaussian" if selected is None
                           else f"selected level-0 Gaussian {selected} and its subtree")

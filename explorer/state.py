@@ -44,6 +44,7 @@ class LevelState:
     centres: bool = False  # draw every Gaussian as a small opaque dot at its mean
     scale: float = 1.0  # multiplies every Gaussian's scale (shrink to see structure)
     selected: int | None = None  # index (in the generator's output) of a level-0 Gaussian whose subtree is highlighted
+    measure: bool = False  # show each level's share of the view (L + 1 renders per latent or camera change)
 
 
 @dataclass

@@ -101,6 +101,12 @@ def main() -> int:
     config = app.engine.generator.config
     result["level_shown"] = app.engine.stats.num_gaussians
     result["level_expected"] = config.gaussians_at_level(1) + config.num_background_gaussians
+    app.widget_callback("w:levels.measure", True)
+    frames(5)  # readouts refresh every 5 frames
+    result["shares_text"] = dpg.get_value("levels.shares")
+    app.widget_callback("w:levels.measure", False)
+    frames(5)
+    result["shares_text_off"] = dpg.get_value("levels.shares")
 
     app.widget_callback("w:levels.mode", "all levels")
     app.widget_callback("w:levels.background", False)

@@ -257,3 +257,13 @@ def test_render_modes_and_display_edits(engine):
     with pytest.raises(ConfigError, match="unknown render mode"):
         state.render.mode = "x-ray"
         engine.frame(state)
+
+
+def test_level_shares_of_the_view_are_cached_by_latent_and_camera(engine):
+    state = fresh_state(engine)
+    shares = engine.level_shares(state)
+    assert sorted(shares) == [0, 1, 2, 3]  # the tiny preset's levels (the background is always drawn)
+    assert shares[0] > 0.01  # level 0 draws the shape
+    assert engine.level_shares(state) is shares  # same latent and camera: from the cache
+    state.camera.yaw += 0.5
+    assert engine.level_shares(state) is not shares

@@ -45,6 +45,9 @@ def test_explorer_window_under_xvfb(tmp_path):
     assert r["yaw_widget_deg"] == pytest.approx(r["yaw_state_deg"], abs=1e-3), "camera widgets follow mouse orbits"
     assert r["zoom_ratio"] == pytest.approx(0.81)
     assert r["level_shown"] == r["level_expected"]
+    shares = r["shares_text"].removeprefix("change without it: ").split(", ")  # "L0 0.412", ...
+    assert [s.split()[0] for s in shares] == [f"L{k}" for k in range(4)], r["shares_text"]
+    assert float(shares[0].split()[1]) > 0 and r["shares_text_off"] == ""
     assert r["selected"] is not None and r["selected_level"] == 0
     assert "render error" in r["render_error_status"] and "no-such-mode" in r["render_error_status"]
     assert r["record_frames"] == 4 and r["progress"] == pytest.approx(1.0)

@@ -25,10 +25,12 @@ def level_contributions(
 ) -> dict[int, float]:
     """{level: mean |image - image without that level|} over the head's pixels, RGB in [0, 1].
 
-    The head's pixels are those whose alpha is above 0.5 with every level drawn, on a white
-    background. 0 means the level is invisible; a level that carries the shape scores about the
-    contrast between head and background. The background Gaussians (level -1) are always drawn.
+    Only the foreground is drawn (GSGAN's background Gaussians, level -1, would cover every pixel),
+    on white. The head's pixels are those whose alpha is above 0.5 with every level drawn. 0 means
+    the level is invisible; a level that carries the shape scores about the contrast between head
+    and background.
     """
+    gaussians = gaussians.foreground()
     full = render(gaussians, viewmats, Ks, width, height, background=(1.0, 1.0, 1.0), backend=backend)
     head = (full.alpha > 0.5).to(full.rgb.dtype)  # [B, C, H, W, 1]
     pixels = head.sum().clamp_min(1) * 3
