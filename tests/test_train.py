@@ -91,6 +91,17 @@ def test_resume_continues_exactly(heads, tmp_path):
     assert info["progress"] == {"step": 4, "nimg": 8} and any(k.startswith("opt_D.") for k in tensors)
 
 
+def test_adam_first_moment_is_saved_only_when_beta1_keeps_it(heads, tmp_path):
+    train(tiny_config(heads, tmp_path / "beta0", max_steps=1))  # StyleGAN's betas (0, 0.99)
+    train(tiny_config(heads, tmp_path / "beta5", max_steps=1, adam_beta1=0.5))
+    beta0, _ = read_training_state(tmp_path / "beta0")
+    beta5, _ = read_training_state(tmp_path / "beta5")
+    assert not any(k.endswith(".exp_avg") for k in beta0) and any(k.endswith(".exp_avg_sq") for k in beta0)
+    assert any(k.endswith(".exp_avg") for k in beta5)  # a real running average: kept
+    resumed = train(tiny_config(heads, tmp_path / "beta5", max_steps=1, adam_beta1=0.5, resume=str(tmp_path / "beta5")))
+    assert resumed.step == 2
+
+
 def test_bfloat16_state_is_smaller_and_resumes_close(heads, tmp_path):
     train(tiny_config(heads, tmp_path / "full", max_steps=2))
     straight = train(tiny_config(heads, tmp_path / "straight", max_steps=3))

@@ -1,7 +1,7 @@
 """The training-state file: everything `--resume` needs, without a single pickle.
 
 One `.safetensors` file. Tensors: G, D and G_ema state dicts ("G.", "D.", "G_ema." prefixes) and
-both Adam states ("opt_G.<param index>.<exp_avg|exp_avg_sq|step>"). With --state-precision bfloat16 the
+both Adam states ("opt_G.<param index>.<exp_avg|exp_avg_sq|step>"; no exp_avg under beta1 = 0). With --state-precision bfloat16 the
 running averages (Adam moments, G_ema) are stored in bfloat16 for a smaller file. Header metadata (JSON):
 the TrainConfig, the progress (step, nimg), and the optimizers' param_groups.
 
@@ -31,9 +31,14 @@ def _optimizer_tensors(
     prefix: str, optimizer: torch.optim.Optimizer, averages_dtype: torch.dtype
 ) -> tuple[dict[str, torch.Tensor], list]:
     state = optimizer.state_dict()
+    # Adam with beta1 = 0 (StyleGAN's (0, 0.99)) overwrites exp_avg with the gradient at every step:
+    # it carries nothing over, so it is not saved (load_into puts zeros back), 2-4 bytes per parameter.
+    no_first_moment = all(group.get("betas", (1.0,))[0] == 0 for group in state["param_groups"])
     tensors = {}
     for index, values in state["state"].items():
         for key, value in values.items():
+            if key == "exp_avg" and no_first_moment:
+                continue
             value = torch.as_tensor(value).detach().cpu()
             if key != "step" and value.is_floating_point():
                 value = value.to(averages_dtype)  # load_state_dict casts back to the parameter's dtype
@@ -120,4 +125,7 @@ def load_into(
             if key.startswith(prefix):
                 index, field = key[len(prefix):].split(".", 1)
                 per_param.setdefault(int(index), {})[field] = value
+        for values in per_param.values():
+            if "exp_avg_sq" in values and "exp_avg" not in values:  # not saved under beta1 = 0: see above
+                values["exp_avg"] = torch.zeros_like(values["exp_avg_sq"])
         optimizer.load_state_dict({"state": per_param, "param_groups": info["param_groups"][name]})
