@@ -262,7 +262,7 @@ def test_render_modes_and_display_edits(engine):
 def test_level_shares_of_the_view_are_cached_by_latent_and_camera(engine):
     state = fresh_state(engine)
     shares = engine.level_shares(state)
-    assert sorted(shares) == [0, 1, 2, 3]  # the tiny preset's levels (the background is always drawn)
+    assert sorted(shares) == [0, 1, 2, 3]  # the tiny preset's levels; the background is not measured
     assert shares[0] > 0.01  # level 0 draws the shape
     assert engine.level_shares(state) is shares  # same latent and camera: from the cache
     state.camera.yaw += 0.5
