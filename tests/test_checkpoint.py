@@ -187,3 +187,43 @@ def test_written_file_has_the_umask_mode_not_mkstemps_0600(tmp_path, generator):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_version_1_file_loads_as_the_same_generator(tmp_path, saved, generator):
+    """Version 1 stored plain nn.Linear weights (W) for the synthesis layers; EqualLinear computes with
+    weight * gain. A v1 file written from the same generator's effective weights must load to it exactly."""
+    from gsgan_core.models.layers import EqualLinear
+
+    converted = []
+
+    def effective_weights(tensors):
+        for name, module in generator.named_modules():
+            if isinstance(module, EqualLinear) and not (name.startswith("mapping.") or name.endswith(".affine")):
+                tensors[f"{name}.weight"] = tensors[f"{name}.weight"] * module.weight_gain
+                converted.append(name)
+
+    v1 = _rewrite(
+        saved,
+        tmp_path / "v1.safetensors",
+        edit_tensors=effective_weights,
+        edit_metadata=lambda m: m.update(format_version="1"),
+    )
+    assert "levels.1.render_head.geometry" in converted and "levels.0.blocks.0.attn.qkv" in converted
+    loaded, info = load_checkpoint(v1)
+    assert info.format_version == 1
+    expected, got = _render_free_output(generator), _render_free_output(loaded)
+    for field in ("means", "log_scales", "quats", "opacity_logits", "sh_dc"):
+        torch.testing.assert_close(getattr(got, field), getattr(expected, field), rtol=1e-5, atol=1e-5)
+    # read as version 2 (no conversion), the same tensors make a different generator: the conversion matters
+    as_v2 = _rewrite(v1, tmp_path / "v1-as-v2.safetensors", edit_metadata=lambda m: m.update(format_version="2"))
+    assert not torch.allclose(_render_free_output(load_checkpoint(as_v2)[0]).means, expected.means)
+
+
+def test_every_linear_layer_of_the_synthesis_network_is_equalised(generator):
+    """Adam's step is about lr per weight whatever the weight's scale; plain nn.Linear layers next to
+    EqualLinear ones would learn at sqrt(fan_in) times the rate (the run 2 collapse of the fine levels)."""
+    from torch import nn
+
+    plain = [name for name, m in generator.named_modules() if isinstance(m, nn.Linear)]
+    # the Fourier-feature inputs (3 -> C, sin) keep nn.Linear: their init sets the frequencies
+    assert all(name.endswith(("encoder.fourier", "view_embed")) for name in plain), plain

@@ -328,3 +328,16 @@ def test_infonce_under_ddp_equals_one_big_batch(tmp_path):
         rows = slice(rank * 4, rank * 4 + 4)
         assert torch.allclose(part["image_grad"] / 2, images.grad[rows], atol=1e-6)  # / 2: DDP's average
         assert torch.allclose(part["camera_grad"] / 2, cameras.grad[rows], atol=1e-6)
+
+
+def test_a_state_of_format_version_1_is_refused_with_the_reason(heads, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    train(tiny_config(heads, tmp_path / "run", max_steps=1))
+    path = tmp_path / "run" / "training-state.safetensors"
+    with safe_open(str(path), framework="pt") as f:  # as version 1 wrote it: no format_version
+        metadata = {k: v for k, v in f.metadata().items() if k != "format_version"}
+    save_file(load_file(path), path, metadata=metadata)
+    with pytest.raises(TrainingError, match="format version 1.*equalised-lr"):
+        train(tiny_config(heads, tmp_path / "run", max_steps=1, resume=str(path)))

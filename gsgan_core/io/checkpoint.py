@@ -2,7 +2,7 @@
 
 Layout (safetensors header metadata is a str -> str map; values below are JSON):
     format          "gsgan-generator"
-    format_version  "1"
+    format_version  "2"   (version 1 files, whose synthesis layers were plain nn.Linear, are converted on load)
     config          GeneratorConfig.to_dict()
     training        {"kimg": float, "step": int, ...}      progress when saved
     dataset         {"name": str, "resolution": int}
@@ -30,9 +30,11 @@ from gsgan_core.errors import CameraError, CheckpointError, ConfigError
 from gsgan_core.io.atomic import atomic_path
 from gsgan_core.models.config import GeneratorConfig
 from gsgan_core.models.generator import Generator
+from gsgan_core.models.layers import EqualLinear
 
 FORMAT_NAME = "gsgan-generator"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 REQUIRED_METADATA = ("format", "format_version", "config", "training", "dataset", "camera", "weight_dtype")
 _MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
 
@@ -141,9 +143,9 @@ def _parse_metadata(path: Path, header: dict[str, Any]) -> CheckpointInfo:
         version = int(metadata["format_version"])
     except ValueError:
         raise CheckpointError(path, f"format_version {metadata['format_version']!r} is not a number") from None
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(
-            path, f"has format version {version}; this gsgan reads version {FORMAT_VERSION} (upgrade gsgan?)"
+            path, f"has format version {version}; this gsgan reads versions {READABLE_VERSIONS} (upgrade gsgan?)"
         )
     parsed = {}
     for key in ("config", "training", "dataset", "camera"):
@@ -208,8 +210,23 @@ def load_checkpoint(
         tensors = load_file(str(path))
     except Exception as err:  # safetensors raises its own error type for malformed payloads
         raise CheckpointError(path, f"cannot be read as safetensors: {err}") from None
-    generator.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()})
+    tensors = {k: v.to(expected[k].dtype) for k, v in tensors.items()}
+    if info.format_version == 1:
+        tensors = _weights_from_version_1(generator, tensors)
+    generator.load_state_dict(tensors)
     return generator.to(device).eval().requires_grad_(False), info
+
+
+def _weights_from_version_1(generator: Generator, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Version 1 stored the synthesis network's linear layers as plain nn.Linear weights W; they are now
+    EqualLinear layers that compute with weight * weight_gain, so weight = W / weight_gain gives the same
+    generator exactly. The mapping network and the norms' affine layers were EqualLinear already."""
+    tensors = dict(tensors)
+    for name, module in generator.named_modules():
+        was_equalised = name.startswith("mapping.") or name.endswith(".affine")
+        if isinstance(module, EqualLinear) and not was_equalised:
+            tensors[f"{name}.weight"] = tensors[f"{name}.weight"] / module.weight_gain
+    return tensors
 
 
 def _short_list(names: list[str], limit: int = 5) -> str:

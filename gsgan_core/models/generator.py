@@ -153,17 +153,14 @@ class GaussianHead(nn.Module):
 
     def __init__(self, channels: int, view_embed_dim: int = 0, soft_clamp: bool = False):
         super().__init__()
-        self.geometry = nn.Linear(channels, 11)
-        self.color = nn.Linear(channels, 3)
+        self.geometry = EqualLinear(channels, 11)
+        self.color = EqualLinear(channels, 3)
         # Linear(concat(token, view)) split in two, so the view term is computed once per scene
         # instead of concatenating it to every one of up to 262,144 tokens.
-        self.color_view = nn.Linear(view_embed_dim, 3, bias=False) if view_embed_dim else None
+        self.color_view = EqualLinear(view_embed_dim, 3, bias=False) if view_embed_dim else None
         self.soft_clamp = soft_clamp
-        for layer in (self.geometry, self.color, self.color_view):  # small steps keep children near parents
-            if layer is not None:
-                layer.weight.data.mul_(0.1)
-                if layer.bias is not None:
-                    nn.init.zeros_(layer.bias)
+        with torch.no_grad():  # GSGAN's initial gains: 0.1 for log-scale and rotation, 1 for the rest
+            self.geometry.weight[3:10].mul_(0.1)
 
     def forward(self, x: Tensor, view_embedding: Tensor | None = None) -> Params:
         d_mean, d_log_scale, d_quat, d_opacity = self.geometry(x).split([3, 3, 4, 1], dim=-1)
@@ -230,7 +227,7 @@ class Background(nn.Module):
         with torch.no_grad():
             self.encoder.points.copy_(F.normalize(torch.randn(config.background_points, 3), dim=-1))
         self.norm = Norm(channels, config.w_dim)
-        self.mlp = nn.Sequential(nn.Linear(channels, 2 * channels), nn.GELU(), nn.Linear(2 * channels, channels))
+        self.mlp = nn.Sequential(EqualLinear(channels, 2 * channels), nn.GELU(), EqualLinear(2 * channels, channels))
         self.layer_scale = LayerScale(channels, config.w_dim)
         self.upsample = Upsample(channels, channels, config.up_ratio)
         self.head = GaussianHead(channels, soft_clamp=config.soft_clamp)

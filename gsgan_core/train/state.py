@@ -25,6 +25,9 @@ from gsgan_core.errors import TrainingError
 from gsgan_core.io.atomic import atomic_path
 
 FORMAT_NAME = "gsgan-training-state"
+# 2: the generator's synthesis layers are EqualLinear. A version 1 state (plain nn.Linear) cannot resume:
+# its Adam moments belong to the old parameterisation. (Its G_ema converts: see io/checkpoint.py.)
+FORMAT_VERSION = 2
 STATE_FILE = "training-state.safetensors"
 
 
@@ -70,6 +73,7 @@ def save_training_state(
         tensors.update(opt_tensors)
     metadata = {
         "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
         "config": json.dumps(config),
         "progress": json.dumps(progress),
         "param_groups": json.dumps(groups),
@@ -99,6 +103,12 @@ def read_training_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor
         raise TrainingError(f"{path}: not a readable safetensors training state ({err})") from None
     if metadata.get("format") != FORMAT_NAME:
         raise TrainingError(f"{path}: not a gsgan training state (a generator checkpoint cannot resume training)")
+    version = metadata.get("format_version", "1")
+    if version != str(FORMAT_VERSION):
+        raise TrainingError(
+            f"{path}: training state of format version {version}; this gsgan resumes version {FORMAT_VERSION} only"
+            " (version 1 was saved before the generator's layers became equalised-lr: start a new run)"
+        )
     try:
         info = {key: json.loads(metadata[key]) for key in ("config", "progress", "param_groups")}
     except (KeyError, json.JSONDecodeError) as err:
