@@ -563,9 +563,16 @@ class ExplorerApp:
                 self._shown[tag] = value
 
     def _update_readouts(self) -> None:
+        state, engine, stats = self.state, self.engine, self.engine.stats
+        # The caption describes the frame on screen, so it follows every frame (a screenshot taken
+        # right after a change showed the old yaw); the rest is refreshed every 5th frame.
+        cam = state.camera
+        dpg.set_value("view.caption", f"seed {state.latent.seed_a}"
+                      + (f" -> {state.latent.seed_b} @ {state.latent.interp:.2f}" if state.latent.interp else "")
+                      + f"  psi {state.latent.psi:.2f}  yaw {math.degrees(cam.yaw):.0f} pitch {math.degrees(cam.pitch):.0f}"
+                      + f"  {state.render.resolution}px {state.render.mode}")
         if self.frames_drawn % 5:
             return
-        state, engine, stats = self.state, self.engine, self.engine.stats
         if engine.loaded:
             counts = engine.level_counts(state)
             dpg.set_value("levels.counts", "counts: " + ", ".join(
@@ -588,11 +595,6 @@ class ExplorerApp:
             f"device: {engine.device_name()}",
             f"GPU memory: {memory:.0f} MiB" if memory is not None else "GPU memory: (CPU)",
         ]))
-        cam = state.camera
-        dpg.set_value("view.caption", f"seed {state.latent.seed_a}"
-                      + (f" -> {state.latent.seed_b} @ {state.latent.interp:.2f}" if state.latent.interp else "")
-                      + f"  psi {state.latent.psi:.2f}  yaw {math.degrees(cam.yaw):.0f} pitch {math.degrees(cam.pitch):.0f}"
-                      + f"  {state.render.resolution}px {state.render.mode}")
 
     # ------------------------------------------------------------------ driving (tests, scripts)
     def widget_callback(self, tag: str, value: Any) -> None:

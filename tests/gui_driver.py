@@ -89,6 +89,9 @@ def main() -> int:
     result["orbit_generator_calls"] = app.engine.stats.generator_calls - calls
     result["yaw_widget_deg"] = dpg.get_value("w:camera.yaw")
     result["yaw_state_deg"] = float(np.degrees(app.state.camera.yaw))
+    app.state.camera.yaw = 0.5  # the caption under the view follows the very next frame
+    frames(1)
+    result["caption_after_yaw_change"] = dpg.get_value("view.caption")
 
     radius = app.state.camera.radius
     app.input.wheel(2)

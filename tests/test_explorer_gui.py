@@ -43,6 +43,7 @@ def test_explorer_window_under_xvfb(tmp_path):
     assert r["seed_state"] == 5
     assert r["orbit_yaw_change"] < -0.5 and r["orbit_generator_calls"] == 0
     assert r["yaw_widget_deg"] == pytest.approx(r["yaw_state_deg"], abs=1e-3), "camera widgets follow mouse orbits"
+    assert "yaw 29 " in r["caption_after_yaw_change"], r["caption_after_yaw_change"]  # 0.5 rad, not a stale yaw
     assert r["zoom_ratio"] == pytest.approx(0.81)
     assert r["level_shown"] == r["level_expected"]
     shares = r["shares_text"].removeprefix("change without it: ").split(", ")  # "L0 0.412", ...
