@@ -19,7 +19,7 @@ DEMO_TMP=${DEMO_TMP:-/tmp/gsgan-demo}
 PRESET=${PRESET:-heads128}
 RES=${RES:-128}
 COUNT=${COUNT:-30000}           # training images (seed 0); the held-out set is seed 1
-ANCHOR_FLOOR=${ANCHOR_FLOOR:-0.5}  # --g-anchor-floor-pixels: run 3 (run 2, without it, lost levels 2-4)
+ANCHOR_FLOOR=${ANCHOR_FLOOR:-0.5}  # --g-anchor-floor-pixels: a guard since run 3 (run 4 = run 3 + equalised-lr layers)
 BATCH=${BATCH:-128}          # 32 per GPU on 4 GPUs: 630-700 img/s on H200 (64: about 500)
 OUT=${OUT:?OUT must name the folder whose files come back}
 NGPU=${NGPU:-$(python3 -c 'import torch; print(max(torch.cuda.device_count(), 1))')}
