@@ -520,11 +520,17 @@ def _depth_colours(depth: Tensor, alpha: Tensor, background: Tensor) -> Tensor: 
 
 
 def _preset_name(config) -> str:
+    """The closest preset, naming the fields that differ: "heads128 (background, anchor_floor_pixels)".
+    Training flags such as --g-background false change a field or two; "custom" said nothing."""
     from gsgan_core.models.config import PRESETS
 
-    for name, candidate in PRESETS.items():
-        if dataclasses.replace(candidate, image_resolution=config.image_resolution) == dataclasses.replace(
-            config, image_resolution=config.image_resolution
-        ):
-            return name
-    return "custom"
+    def changed(candidate) -> list[str]:
+        return [field.name for field in dataclasses.fields(config)
+                if field.name != "image_resolution" and getattr(config, field.name) != getattr(candidate, field.name)]
+
+    name, fields = min(((name, changed(candidate)) for name, candidate in PRESETS.items()), key=lambda item: len(item[1]))
+    if not fields:
+        return name
+    if len(fields) > 3:
+        return "custom"
+    return f"{name} ({', '.join(fields)})"

@@ -267,3 +267,12 @@ def test_level_shares_of_the_view_are_cached_by_latent_and_camera(engine):
     assert engine.level_shares(state) is shares  # same latent and camera: from the cache
     state.camera.yaw += 0.5
     assert engine.level_shares(state) is not shares
+
+
+def test_preset_name_names_the_fields_that_differ_from_the_closest_preset():
+    from explorer.engine import _preset_name
+    from gsgan_core.models.config import preset
+
+    assert _preset_name(preset("tiny", image_resolution=32)) == "tiny"  # the training resolution is not a change
+    assert _preset_name(preset("heads128", background=False)) == "heads128 (background)"
+    assert _preset_name(preset("tiny", z_dim=3, w_dim=5, num_points=7, knn_k=2)) == "custom"

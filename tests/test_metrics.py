@@ -63,6 +63,8 @@ def test_metrics_command_swd_with_floor_and_fid_message(tmp_path, capsys):
     assert metrics_main(["--network", str(ckpt), "--data", str(data), "--num", "4", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["num"] == 4 and result["swd"] > result["swd_real_floor"] > 0
+    assert len(result["swd_real_floor_levels"]) == len(result["swd_levels"]) == len(result["swd_resolutions"])
+    assert result["swd_real_floor"] == pytest.approx(sum(result["swd_real_floor_levels"]) / len(result["swd_levels"]))
     assert metrics_main(["--network", str(ckpt), "--data", str(data), "--num", "4", "--metrics", "levels",
                          "--json"]) == 0
     levels_only = json.loads(capsys.readouterr().out)

@@ -83,7 +83,7 @@ def metrics_command(argv: list[str] | None = None) -> int:
             swd = sliced_wasserstein(reals_a, fakes, seed=args.seed, device=device)
             floor = sliced_wasserstein(reals_a, reals_b, seed=args.seed, device=device)
             results.update(swd=swd["mean"], swd_levels=swd["levels"], swd_real_floor=floor["mean"],
-                           swd_resolutions=swd["resolutions"])
+                           swd_real_floor_levels=floor["levels"], swd_resolutions=swd["resolutions"])
         if "levels" in wanted:
             from gsgan_core.metrics.levels import generator_level_contributions
             from gsgan_core.models.generator import z_from_seeds

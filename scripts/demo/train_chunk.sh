@@ -20,6 +20,7 @@ PRESET=${PRESET:-heads128}
 RES=${RES:-128}
 COUNT=${COUNT:-30000}           # training images (seed 0); the held-out set is seed 1
 ANCHOR_FLOOR=${ANCHOR_FLOOR:-0.5}  # --g-anchor-floor-pixels: a guard since run 3 (run 4 = run 3 + equalised-lr layers)
+R1_GAMMA=${R1_GAMMA:-10}        # --r1-gamma: run 4 used 1 (GSGAN's) to 707 kimg, 3 to 899, then 10 (assets/README.md)
 BATCH=${BATCH:-128}          # 32 per GPU on 4 GPUs: 630-700 img/s on H200 (64: about 500)
 OUT=${OUT:?OUT must name the folder whose files come back}
 NGPU=${NGPU:-$(python3 -c 'import torch; print(max(torch.cuda.device_count(), 1))')}
@@ -40,13 +41,16 @@ pkill -f "[g]sgan_core[.]train" && sleep 3 || true  # a chunk cut off by the tim
 } >"$OUT/gpu-monitor.csv" 2>&1 &
 monitor=$!
 trap 'pkill -P $monitor 2>/dev/null; kill $monitor 2>/dev/null || true' EXIT
-if [ ! -f "$DATA" ]; then
-    # the gsplat JIT compile (about 40 s) runs beside the dataset rendering (CPU)
-    python3 -c "import torch; from gsgan_core.render.gsplat_backend import probe; print('gsplat:', probe(torch.device('cuda')) or 'ok')" &
-    probe=$!
-    cli dataset heads --count "$COUNT" --resolution "$RES" --seed 0 --cameras orbit --jobs 0 --out "$DATA"
-    wait $probe  # not a bare wait: the GPU monitor runs until the end
-fi
+# gsplat compiles its CUDA code on first use (about 40 s), into a folder that every process shares.
+# Build it here, in one process, so that no training process ever compiles: the build flags include
+# TORCH_CUDA_ARCH_LIST (unset, torch picks "9.0+PTX", not "9.0"), so a call without it rebuilt gsplat
+# inside 4 starting training processes at once, and a rank of each job then hung with all GPU memory taken
+# (run 4, the chunk after 1048 kimg: the one change from the chunk before, which ran normally).
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$(python3 -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')}
+python3 -c "import torch; from gsgan_core.render.gsplat_backend import probe; print('gsplat:', probe(torch.device('cuda')) or 'ok')" &
+probe=$!  # runs beside the dataset rendering (CPU)
+[ -f "$DATA" ] || cli dataset heads --count "$COUNT" --resolution "$RES" --seed 0 --cameras orbit --jobs 0 --out "$DATA"
+wait $probe  # not a bare wait: the GPU monitor runs until the end
 
 resume=()
 if compgen -G ".demo/state/part-*" >/dev/null; then
@@ -62,7 +66,7 @@ fi
 python3 -m torch.distributed.run --standalone --nproc_per_node "$NGPU" -m gsgan_core.train \
     --data "$DATA" --outdir "$RUN" "${resume[@]}" \
     --preset "$PRESET" --g-pose-cond false --g-background false --d-channel-base 8192 --d-channel-max 128 \
-    --g-anchor-floor-pixels "$ANCHOR_FLOOR" \
+    --g-anchor-floor-pixels "$ANCHOR_FLOOR" --r1-gamma "$R1_GAMMA" \
     --grid-yaws=-2.4,-1.2,-0.4,0,0.4,1.2,2.4,3.14 \
     --batch "$BATCH" --kimg 20000 --snap-kimg 50 --swd-images 1000 --workers 3 \
     --state-precision bfloat16 --max-minutes "$MINUTES" >"$DEMO_TMP/train-stdout.log" 2>&1 \
