@@ -1,0 +1,60 @@
+# Shared by train_chunk.sh and ab_chunk.sh (sourced, not run). Needs OUT and DEMO_TMP set.
+
+cli() { python3 -c "import sys; from gsgan_core.cli import ${1}_main as m; sys.exit(m(sys.argv[1:]))" "${@:2}"; }
+
+# A chunk once trained 25x slower than the one before it on the same machine, and another hung:
+# sample the GPUs (and whatever else runs on them) every 30 s so the next one shows its cause.
+# One file: $OUT brings back at most 8. Stopped when the calling script exits.
+start_gpu_monitor() {
+    {
+        nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv  # other processes at the start
+        nvidia-smi --query-gpu=timestamp,index,utilization.gpu,memory.used,clocks.sm,clocks.mem,power.draw,temperature.gpu,clocks_throttle_reasons.active \
+            --format=csv -l 30
+    } >"$OUT/gpu-monitor.csv" 2>&1 &
+    GPU_MONITOR=$!
+    trap 'pkill -P $GPU_MONITOR 2>/dev/null; kill $GPU_MONITOR 2>/dev/null || true' EXIT
+}
+
+# prepare_machine DATA COUNT RES: renders the training set once per machine (it depends only on its
+# seed, so every machine renders the same images) while gsplat builds beside it.
+#
+# gsplat compiles its CUDA code on first use (about 40 s), into a folder that every process shares.
+# It is built here, in one process, so that no training process ever compiles: the build flags include
+# TORCH_CUDA_ARCH_LIST (unset, torch picks "9.0+PTX", not "9.0"), so a call without it rebuilt gsplat
+# inside 4 starting training processes at once, and a rank of each job then hung with all GPU memory
+# taken (run 4, the chunk after 1048 kimg: the one change from the chunk before, which ran normally).
+prepare_machine() {
+    export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$(python3 -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')}
+    python3 -c "import torch; from gsgan_core.render.gsplat_backend import probe; print('gsplat:', probe(torch.device('cuda')) or 'ok')" &
+    local probe=$!
+    [ -f "$1" ] || cli dataset heads --count "$2" --resolution "$3" --seed 0 --cameras orbit --jobs 0 --out "$1" | tail -n 1
+    wait $probe  # not a bare wait: the GPU monitor runs until the end
+}
+
+# chunk_limit_s MINUTES: seconds after which a training command is killed. --max-minutes stops it
+# well before (2 min are for start-up and the final snapshot); this only ends a hung one, so that
+# the script still sends back what it has instead of running into the command limit.
+chunk_limit_s() { python3 -c "import sys; print(int(float(sys.argv[1]) * 60 + 120))" "$1"; }
+
+# send_back RUN: the run's training state in pieces under the 16 MiB transfer limit, its generator
+# in float16 (the shipped form), the last snapshot grid.
+send_back() {
+    split -b 15M -d -a 2 "$1/training-state.safetensors" "$OUT/state/part-"
+    python3 - "$1/network-latest.safetensors" "$OUT/network-fp16.safetensors" <<'PY'
+import sys, torch
+from gsgan_core.io.checkpoint import load_checkpoint, save_checkpoint
+G, info = load_checkpoint(sys.argv[1])
+save_checkpoint(sys.argv[2], G, training=info.training, dataset=info.dataset, camera=info.camera,
+                weight_dtype=torch.float16)
+PY
+    cp "$1/fakes-final.png" "$OUT/fakes-latest.png"
+}
+
+# evaluate NETWORK: with EVAL=1, the held-out metrics into $OUT/metrics.json: SWD of 5,000 generated
+# images vs 5,000 held-out ones (seed 1, never seen in training), the real-vs-real floor, each level's share.
+evaluate() {
+    [ "${EVAL:-0}" = 1 ] || return 0
+    local heldout=$DEMO_TMP/heads${RES:-128}-heldout.zip
+    [ -f "$heldout" ] || cli dataset heads --count "${HELDOUT_COUNT:-10000}" --resolution "${RES:-128}" --seed 1 --cameras orbit --jobs 0 --out "$heldout" | tail -n 1
+    cli metrics --network "$1" --data "$heldout" --num "${EVAL_NUM:-5000}" --metrics swd,levels --json | tee "$OUT/metrics.json"
+}
