@@ -20,13 +20,7 @@ arm() {  # arm NAME GAMMA GPUS
     local run=$DEMO_TMP/run-$1
     rm -rf "$run"; mkdir -p "$run"
     cat .demo/state/part-* >"$run/training-state.safetensors"
-    CUDA_VISIBLE_DEVICES=$3 timeout -k 10 "$(chunk_limit_s "$MINUTES")" python3 -m torch.distributed.run --standalone --nproc_per_node 2 -m gsgan_core.train \
-        --data "$DATA" --outdir "$run" --resume "$run" \
-        --preset heads128 --g-pose-cond false --g-background false --d-channel-base 8192 --d-channel-max 128 \
-        --g-anchor-floor-pixels 0.5 --r1-gamma "$2" \
-        --grid-yaws=-2.4,-1.2,-0.4,0,0.4,1.2,2.4,3.14 \
-        --batch 128 --kimg 20000 --snap-kimg 50 --swd-images 1000 --workers 3 \
-        --state-precision bfloat16 --max-minutes "$MINUTES" >"$run/stdout.log" 2>&1 \
+    CUDA_VISIBLE_DEVICES=$3 train_demo 2 "$run" "$2" "$MINUTES" "$run/stdout.log" \
         || { echo "arm $1 failed:"; tail -c 3000 "$run/stdout.log"; }
 }
 arm A "$GA" 0,1 &

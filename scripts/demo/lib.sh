@@ -1,4 +1,5 @@
-# Shared by train_chunk.sh and ab_chunk.sh (sourced, not run). Needs OUT and DEMO_TMP set.
+# Shared by train_chunk.sh and ab_chunk.sh (sourced, not run). Needs OUT and DEMO_TMP set (and DATA
+# for train_demo).
 
 cli() { python3 -c "import sys; from gsgan_core.cli import ${1}_main as m; sys.exit(m(sys.argv[1:]))" "${@:2}"; }
 
@@ -35,6 +36,21 @@ prepare_machine() {
 # well before (2 min are for start-up and the final snapshot); this only ends a hung one, so that
 # the script still sends back what it has instead of running into the command limit.
 chunk_limit_s() { python3 -c "import sys; print(int(float(sys.argv[1]) * 60 + 120))" "$1"; }
+
+# train_demo NPROC RUN R1_GAMMA MINUTES LOG: the demo's recipe (assets/README.md) on NPROC GPUs of
+# CUDA_VISIBLE_DEVICES, writing into RUN and resuming from RUN's training state when it has one;
+# its output goes to LOG. Fails when training fails or is killed (chunk_limit_s).
+train_demo() {
+    local resume=()
+    [ -f "$2/training-state.safetensors" ] && resume=(--resume "$2")
+    timeout -k 10 "$(chunk_limit_s "$4")" python3 -m torch.distributed.run --standalone --nproc_per_node "$1" -m gsgan_core.train \
+        --data "$DATA" --outdir "$2" "${resume[@]}" \
+        --preset "${PRESET:-heads128}" --g-pose-cond false --g-background false --d-channel-base 8192 --d-channel-max 128 \
+        --g-anchor-floor-pixels "${ANCHOR_FLOOR:-0.5}" --r1-gamma "$3" \
+        --grid-yaws=-2.4,-1.2,-0.4,0,0.4,1.2,2.4,3.14 \
+        --batch "${BATCH:-128}" --kimg 20000 --snap-kimg 50 --swd-images 1000 --workers 3 \
+        --state-precision bfloat16 --max-minutes "$4" >"$5" 2>&1
+}
 
 # send_back RUN: the run's training state in pieces under the 16 MiB transfer limit, its generator
 # in float16 (the shipped form), the last snapshot grid.

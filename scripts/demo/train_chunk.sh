@@ -33,24 +33,16 @@ pkill -f "[g]sgan_core[.]train" && sleep 3 || true  # a chunk cut off by the tim
 start_gpu_monitor
 prepare_machine "$DATA" "$COUNT" "$RES"
 
-resume=()
 if compgen -G ".demo/state/part-*" >/dev/null; then
     mkdir -p "$RUN"
     cat .demo/state/part-* >"$RUN/training-state.safetensors.tmp"
     mv "$RUN/training-state.safetensors.tmp" "$RUN/training-state.safetensors"
-    resume=(--resume "$RUN")
     echo "resuming from the carried state ($(du -h "$RUN/training-state.safetensors" | cut -f1))"
 else
     rm -rf "$RUN"
 fi
 
-timeout -k 10 "$(chunk_limit_s "$MINUTES")" python3 -m torch.distributed.run --standalone --nproc_per_node "$NGPU" -m gsgan_core.train \
-    --data "$DATA" --outdir "$RUN" "${resume[@]}" \
-    --preset "$PRESET" --g-pose-cond false --g-background false --d-channel-base 8192 --d-channel-max 128 \
-    --g-anchor-floor-pixels "$ANCHOR_FLOOR" --r1-gamma "$R1_GAMMA" \
-    --grid-yaws=-2.4,-1.2,-0.4,0,0.4,1.2,2.4,3.14 \
-    --batch "$BATCH" --kimg 20000 --snap-kimg 50 --swd-images 1000 --workers 3 \
-    --state-precision bfloat16 --max-minutes "$MINUTES" >"$DEMO_TMP/train-stdout.log" 2>&1 \
+train_demo "$NGPU" "$RUN" "$R1_GAMMA" "$MINUTES" "$DEMO_TMP/train-stdout.log" \
     || { tail -c 4000 "$DEMO_TMP/train-stdout.log"; exit 1; }
 tail -c 1500 "$DEMO_TMP/train-stdout.log" | tr '\r' '\n' | tail -n 4
 
