@@ -93,12 +93,16 @@ def head_bounding_sphere(parts: list[Ellipsoid]) -> tuple[np.ndarray, float]:
 
 
 # ====================================================================== cameras (numpy, EG3D convention)
+def _check_cameras(cameras: str) -> None:
+    if cameras not in CAMERA_DISTRIBUTIONS:
+        raise ValueError(f"cameras must be one of {CAMERA_DISTRIBUTIONS}, got {cameras!r}")
+
+
 def head_camera(rng: np.random.Generator, cameras: str = "ffhq") -> tuple[np.ndarray, np.ndarray]:
     """A camera at radius 2.7 around the origin, looking at a pivot: cam2world [4, 4], K_norm [3, 3].
     cameras="ffhq": FFHQ-like yaws around the frontal view; "orbit": yaw uniform over the whole circle, so
     a generator trained on it has seen every side of the head."""
-    if cameras not in CAMERA_DISTRIBUTIONS:
-        raise ValueError(f"cameras must be one of {CAMERA_DISTRIBUTIONS}, got {cameras!r}")
+    _check_cameras(cameras)
     yaw = rng.normal() * HEADS_YAW_STD if cameras == "ffhq" else rng.uniform(-math.pi, math.pi)
     # ffhq: EG3D's pivot in front of the head centre; orbit: the centre, so side and back views frame the head
     pivot = np.array(HEADS_PIVOT) if cameras == "ffhq" else np.zeros(3)
@@ -235,8 +239,7 @@ def make_heads_dataset(
 
     if count < 1 or resolution < 8:
         raise ValueError(f"need count >= 1 and resolution >= 8, got {count} and {resolution}")
-    if cameras not in CAMERA_DISTRIBUTIONS:
-        raise ValueError(f"cameras must be one of {CAMERA_DISTRIBUTIONS}, got {cameras!r}")
+    _check_cameras(cameras)  # here too, so a bad value fails before the worker processes start
     out = Path(out)
     jobs = [(seed, i, resolution, cameras) for i in range(count)]
     processes = max(1, min(processes or os.cpu_count() or 1, count))
