@@ -91,6 +91,17 @@ def test_resume_continues_exactly(heads, tmp_path):
     assert info["progress"] == {"step": 4, "nimg": 8} and any(k.startswith("opt_D.") for k in tensors)
 
 
+def test_a_resumed_run_takes_its_learning_rates_from_its_flags(heads, tmp_path):
+    # Adam's load_state_dict would bring back the saved param_groups' lr; lowering it late in
+    # training (the demo run did) must work.
+    train(tiny_config(heads, tmp_path / "run", max_steps=1))
+    assert read_training_state(tmp_path / "run")[1]["param_groups"]["opt_G"][0]["lr"] == 0.0025
+    train(tiny_config(heads, tmp_path / "run", max_steps=1, resume=str(tmp_path / "run"), g_lr=0.0005, d_lr=0.0003))
+    groups = read_training_state(tmp_path / "run")[1]["param_groups"]
+    assert groups["opt_G"][0]["lr"] == 0.0005
+    assert groups["opt_D"][0]["lr"] == pytest.approx(0.0003 * 2 / 3)  # lazy R1 every 2 steps
+
+
 def test_adam_first_moment_is_saved_only_when_beta1_keeps_it(heads, tmp_path):
     train(tiny_config(heads, tmp_path / "beta0", max_steps=1))  # StyleGAN's betas (0, 0.99)
     train(tiny_config(heads, tmp_path / "beta5", max_steps=1, adam_beta1=0.5))
