@@ -65,6 +65,16 @@ def test_metrics_command_swd_with_floor_and_fid_message(tmp_path, capsys):
     assert result["num"] == 4 and result["swd"] > result["swd_real_floor"] > 0
     assert len(result["swd_real_floor_levels"]) == len(result["swd_levels"]) == len(result["swd_resolutions"])
     assert result["swd_real_floor"] == pytest.approx(sum(result["swd_real_floor_levels"]) / len(result["swd_levels"]))
+    assert result["render_supersample"] == 1
+    # A generator trained on supersampled fakes (the checkpoint says so) is measured on them too.
+    torch.manual_seed(0)
+    boxed = tmp_path / "g-ss2.safetensors"
+    save_checkpoint(boxed, Generator(preset("tiny", image_resolution=16)), training={"render_supersample": 2},
+                    dataset={"name": "heads", "resolution": 16})
+    assert metrics_main(["--network", str(boxed), "--data", str(data), "--num", "4", "--json"]) == 0
+    result_ss = json.loads(capsys.readouterr().out)
+    assert result_ss["render_supersample"] == 2 and result_ss["swd_real_floor"] == result["swd_real_floor"]
+    assert result_ss["swd"] != result["swd"]  # same weights and seeds, other images
     assert metrics_main(["--network", str(ckpt), "--data", str(data), "--num", "4", "--metrics", "levels",
                          "--json"]) == 0
     levels_only = json.loads(capsys.readouterr().out)

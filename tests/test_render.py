@@ -65,6 +65,33 @@ def test_single_isotropic_gaussian_matches_closed_form():
     assert (out.depth[0, ..., 0][~drawn] == 0).all()
 
 
+def test_supersampling_box_filters_fine_pixels_and_keeps_the_gaussian_in_place():
+    # A sub-pixel Gaussian off the pixel grid: rendered at 2x and averaged per 2x2 block, every
+    # coarse pixel is the mean of the closed form at its 4 fine pixel centres (s and eps2d at 2x).
+    z, sigma, opacity, dx = 3.0, 0.02, 0.3, 0.13  # opacity < 255 e^-4.5: alpha ends before the 3-sigma box
+    g = make_gaussians([[dx, 0.0, z]], sigma, opacity, [1.0, 1.0, 1.0])
+    out = render(g, *camera(), W, H, backend="reference", supersample=2)
+    assert out.rgb.shape == (1, H, W, 3) and out.alpha.shape == out.depth.shape == (1, H, W, 1)
+
+    s2 = 2 * sigma * FOCAL / z  # standard deviation in fine pixels
+    centre = 2 * (W / 2 + dx * FOCAL / z), 2 * (H / 2)  # in fine pixels
+    ys, xs = torch.meshgrid(torch.arange(2 * H) + 0.5, torch.arange(2 * W) + 0.5, indexing="ij")
+    var_x = s2 * s2 * (1 + (dx / z) ** 2) + 0.3  # the projection stretches an off-axis Gaussian along x
+    fine = opacity * torch.exp(-0.5 * ((xs - centre[0]) ** 2 / var_x + (ys - centre[1]) ** 2 / (s2 * s2 + 0.3)))
+    fine = torch.where(fine < 1 / 255, torch.zeros_like(fine), fine.clamp_max(0.999))
+    expected = fine.reshape(H, 2, W, 2).mean(dim=(1, 3))
+    torch.testing.assert_close(out.alpha[0, ..., 0], expected, atol=2e-6, rtol=1e-5)
+
+    ys, xs = torch.meshgrid(torch.arange(H) + 0.5, torch.arange(W) + 0.5, indexing="ij")
+    a = out.alpha[0, ..., 0]
+    assert float((a * xs).sum() / a.sum()) == pytest.approx(W / 2 + dx * FOCAL / z, abs=0.05)  # a shifted grid is off by 0.25+
+    assert float((a * ys).sum() / a.sum()) == pytest.approx(H / 2, abs=0.05)
+    plain = render(g, *camera(), W, H, backend="reference").alpha[0, ..., 0]
+    assert float(a.sum()) < 0.8 * float(plain.sum())  # eps2d dilates a sub-pixel splat less at 2x
+    with pytest.raises(ConfigError, match="supersample"):
+        render(g, *camera(), W, H, backend="reference", supersample=1.5)
+
+
 def test_opacity_cap_at_0999():
     g = make_gaussians([[0.0, 0.0, 2.0]], 1.0, 0.99999, [1.0, 1.0, 1.0])
     out = render(g, *camera(), W, H, backend="reference")

@@ -44,7 +44,7 @@ def read_log(outdir) -> list[dict]:
 
 def test_a_few_steps_learn_and_write_an_explorer_checkpoint(heads, tmp_path):
     outdir = tmp_path / "run"
-    config = tiny_config(heads, outdir, max_steps=2, views=2, swd_images=4, snap_kimg=0.004)
+    config = tiny_config(heads, outdir, max_steps=2, views=2, swd_images=4, snap_kimg=0.004, render_supersample=2)
     result = train(config)
     assert result.step == 2 and result.nimg == 4
     log = read_log(outdir)
@@ -70,6 +70,7 @@ def test_a_few_steps_learn_and_write_an_explorer_checkpoint(heads, tmp_path):
     for name in ("network-snapshot-final.safetensors", "network-latest.safetensors"):
         G, info = load_checkpoint(outdir / name)
         assert info.training["step"] == 2 and info.resolution == RES and G.config.c_dim == 25
+        assert info.training["render_supersample"] == 2  # gsgan-metrics renders the fakes as training did
     assert (outdir / "fakes-final.png").stat().st_size > 0 and (outdir / "fakes-000000.004.png").exists()
     from explorer.engine import Engine  # the explorer opens the snapshot directly
 

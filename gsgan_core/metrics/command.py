@@ -24,7 +24,8 @@ def real_images(dataset, indices, resolution: int) -> torch.Tensor:  # -> [n, 3,
     return F.interpolate(images, size=(resolution, resolution), mode="area") if images.shape[-1] != resolution else images
 
 
-def fake_images(G, labels: torch.Tensor, resolution: int, seed: int, device, batch: int = 16) -> torch.Tensor:
+def fake_images(G, labels: torch.Tensor, resolution: int, seed: int, device, batch: int = 16,
+                supersample: int = 1) -> torch.Tensor:  # labels [n, 25] -> [n, 3, R, R] in [-1, 1] on white
     from gsgan_core.models.generator import z_from_seeds
     from gsgan_core.train.loop import generate_images
 
@@ -34,7 +35,8 @@ def fake_images(G, labels: torch.Tensor, resolution: int, seed: int, device, bat
             c = labels[start : start + batch].to(device)
             z = z_from_seeds(range(seed + start, seed + start + len(c)), G.config.z_dim, device)
             images, _ = generate_images(G, z, c if G.config.c_dim else None, c[:, None],
-                                        torch.ones(len(c), 1, 3, device=device), resolution)
+                                        torch.ones(len(c), 1, 3, device=device), resolution,
+                                        supersample=supersample)
             out.append(images.cpu())
     return torch.cat(out)
 
@@ -74,11 +76,14 @@ def metrics_command(argv: list[str] | None = None) -> int:
         resolution = info.resolution
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))
         num = min(args.num, len(dataset) // 2)
-        results = {"num": num, "resolution": resolution}
+        # Rendered as in training: a generator trained on box-filtered fakes is judged on them too.
+        supersample = int(info.training.get("render_supersample", 1))
+        results = {"num": num, "resolution": resolution, "render_supersample": supersample}
         if {"swd", "fid"} & set(wanted):
             reals_a = real_images(dataset, order[:num], resolution)
             reals_b = real_images(dataset, order[num : 2 * num], resolution)
-            fakes = fake_images(G, dataset.labels[order[:num]], resolution, args.seed, device)
+            fakes = fake_images(G, dataset.labels[order[:num]], resolution, args.seed, device,
+                                supersample=supersample)
         if "swd" in wanted:
             swd = sliced_wasserstein(reals_a, fakes, seed=args.seed, device=device)
             floor = sliced_wasserstein(reals_a, reals_b, seed=args.seed, device=device)

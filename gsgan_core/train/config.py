@@ -74,6 +74,7 @@ class TrainConfig:
     workers: int = 2  # data-loading processes per training process
     device: str = "auto"  # auto | cpu | cuda
     render_backend: str = "auto"  # auto | gsplat | reference
+    render_supersample: int = 1  # render fakes at this many times the resolution and average down (box filter, like the heads dataset's 2x2); saved in checkpoints, which gsgan-metrics honours
     tf32: bool = True  # CUDA: TF32 tensor cores for matmuls and convolutions (GAN training tolerates it)
     max_steps: int = 0  # stop after this many steps even before kimg (tests, benchmarks; 0 = off)
     max_minutes: float = 0.0  # stop with a final snapshot after this many minutes of this run (job time limits; 0 = off)
@@ -88,6 +89,8 @@ class TrainConfig:
             raise ConfigError("--batch and --views must be >= 1 and --kimg > 0")
         if self.state_precision not in ("float32", "bfloat16"):
             raise ConfigError(f"--state-precision must be float32 or bfloat16, got {self.state_precision!r}")
+        if self.render_supersample < 1:
+            raise ConfigError(f"--render-supersample must be >= 1, got {self.render_supersample}")
         if self.swd_images < 0 or self.level_images < 0:
             raise ConfigError("--swd-images and --level-images must be >= 0 (0 = off)")
         if self.max_steps < 0 or self.max_minutes < 0:

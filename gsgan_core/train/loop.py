@@ -176,6 +176,7 @@ def generate_images(
     resolution: int,
     backend: str = "auto",
     update_w_avg: bool = False,
+    supersample: int = 1,  # render at R * supersample and average down (render()'s box filter)
 ) -> tuple[Tensor, Tensor]:  # images [B*V, 3, R, R] in [-1, 1], level-0 anchor means [B, N0, 3]
     B, V = render_labels.shape[:2]
     cam2world, K_norm = labels_to_cameras(render_labels)  # [B, V, 4, 4], [B, V, 3, 3]
@@ -188,12 +189,13 @@ def generate_images(
             ws.repeat_interleave(V, dim=0), camera_forward(cam2world).flatten(0, 1), return_anchors=True
         )
         out = render(gaussians, viewmats.flatten(0, 1)[:, None], Ks.flatten(0, 1)[:, None], resolution, resolution,
-                     background=backgrounds.flatten(0, 1)[:, None], backend=backend)
+                     background=backgrounds.flatten(0, 1)[:, None], backend=backend, supersample=supersample)
         anchor_means = anchors[0].mean[::V]
     else:
         view_dirs = camera_forward(cam2world[:, 0]) if G.config.view_dependent_color else None
         gaussians, anchors = G.synthesize(ws, view_dirs, return_anchors=True)
-        out = render(gaussians, viewmats, Ks, resolution, resolution, background=backgrounds, backend=backend)
+        out = render(gaussians, viewmats, Ks, resolution, resolution, background=backgrounds, backend=backend,
+                     supersample=supersample)
         anchor_means = anchors[0].mean
     images = out.rgb.flatten(0, 1).permute(0, 3, 1, 2)  # [B*V, 3, R, R]
     return images * 2 - 1, anchor_means
@@ -217,7 +219,7 @@ def snapshot_grid(G_ema: Generator, config: TrainConfig, resolution: int, pose: 
     background = torch.ones(len(seeds), len(yaws), 3, device=device)
     with torch.no_grad():
         images, _ = generate_images(G_ema, z, mapping_labels, labels.expand(len(seeds), -1, -1), background,
-                                    resolution, config.render_backend)
+                                    resolution, config.render_backend, supersample=config.render_supersample)
     images = ((images + 1) * 127.5).clamp(0, 255).to(torch.uint8).cpu()  # [S*V, 3, R, R]
     grid = images.view(len(seeds), len(yaws), 3, resolution, resolution).permute(0, 3, 1, 4, 2)
     return grid.reshape(len(seeds) * resolution, len(yaws) * resolution, 3).numpy()
@@ -345,7 +347,7 @@ def train(config: TrainConfig) -> TrainResult:
             return
         kimg = nimg / 1000
         tag = f"{kimg:010.3f}" if not final else "final"  # kimg, zero-padded so names sort
-        training = {"kimg": kimg, "step": step}
+        training = {"kimg": kimg, "step": step, "render_supersample": config.render_supersample}
         save_checkpoint(outdir / f"network-snapshot-{tag}.safetensors", G_ema, training=training, **checkpoint_meta)
         save_checkpoint(outdir / "network-latest.safetensors", G_ema, training=training, **checkpoint_meta)
         write_png(outdir / f"fakes-{tag}.png", snapshot_grid(G_ema, config, resolution, checkpoint_meta["camera"], device))
@@ -406,7 +408,8 @@ def train(config: TrainConfig) -> TrainResult:
             G.requires_grad_(True)
             D.requires_grad_(False)
             fake_images, anchor_means = generate_images(G, z, mapping_labels, render_labels, fake_bg, resolution,
-                                                        config.render_backend, update_w_avg=True)
+                                                        config.render_backend, update_w_avg=True,
+                                                        supersample=config.render_supersample)
             d_fake = D(losses.blur_images(fake_images, sigma), render_labels.flatten(0, 1))
             loss_g_adv = losses.g_nonsaturating(d_fake.logits)
             loss_g_pose = torch.zeros((), device=device)
@@ -423,7 +426,7 @@ def train(config: TrainConfig) -> TrainResult:
             D.requires_grad_(True)
             with torch.no_grad():
                 fake_images, _ = generate_images(G, z, mapping_labels, render_labels, fake_bg, resolution,
-                                                 config.render_backend)
+                                                 config.render_backend, supersample=config.render_supersample)
             d_fake = D(losses.blur_images(fake_images, sigma), render_labels.flatten(0, 1))
             real_input = real_images.detach().requires_grad_(do_r1)
             d_real = D(losses.blur_images(real_input, sigma), real_labels)
@@ -546,7 +549,8 @@ def log_swd(G_ema, dataset, config, resolution, device, all_labels, log_file, st
             z = torch.randn(m, G_ema.config.z_dim, generator=rng).to(device)
             labels = random_labels(all_labels, m, rng)
             images, _ = generate_images(G_ema, z, labels if G_ema.config.c_dim else None, labels[:, None],
-                                        torch.ones(m, 1, 3, device=device), resolution, config.render_backend)
+                                        torch.ones(m, 1, 3, device=device), resolution, config.render_backend,
+                                        supersample=config.render_supersample)
             fakes.append(images.cpu())
     swd = sliced_wasserstein(reals, torch.cat(fakes), seed=config.seed, device=device)
     record = {"step": step, "kimg": nimg / 1000, "metrics/swd": swd["mean"], "metrics/swd_levels": swd["levels"]}

@@ -2,14 +2,16 @@
 # Run 4's chunks after 535 kimg: resume the demo run twice side by side on a 4-GPU machine, 2 GPUs
 # each, with two R1 gammas; send back the state of the arm with the lower in-training SWD (mean of
 # its last two snapshots), both logs, and with EVAL=1 the held-out metrics of the winner. LR_SCALES
-# (default "1 1") scales both learning rates of each arm.
+# (default "1 1") scales both learning rates of each arm; SUPERSAMPLES (default "1 1") sets each arm's
+# --render-supersample.
 # Same inputs, outputs and recipe as train_chunk.sh (read that first); run from the repository root:
 #
-#   GAMMAS="1 3" [LR_SCALES="1 0.5"] bash scripts/demo/ab_chunk.sh MINUTES
+#   GAMMAS="1 3" [LR_SCALES="1 0.5"] [SUPERSAMPLES="1 2"] bash scripts/demo/ab_chunk.sh MINUTES
 set -euo pipefail
 MINUTES=${1:?}
 read -r GA GB <<<"${GAMMAS:?GAMMAS='GAMMA_A GAMMA_B'}"
 read -r LA LB <<<"${LR_SCALES:-1 1}"
+read -r SA SB <<<"${SUPERSAMPLES:-1 1}"
 DEMO_TMP=/tmp/gsgan-demo
 DATA=$DEMO_TMP/heads128-train.zip
 OUT=${OUT:?}
@@ -18,16 +20,16 @@ mkdir -p "$DEMO_TMP" "$OUT/state"
 pkill -f "[g]sgan_core[.]train" && sleep 3 || true  # a chunk cut off by the time limit leaves its workers behind
 start_gpu_monitor
 prepare_machine "$DATA" 30000 128
-arm() {  # arm NAME GAMMA GPUS LR_SCALE
+arm() {  # arm NAME GAMMA GPUS LR_SCALE SUPERSAMPLE
     local run=$DEMO_TMP/run-$1
     rm -rf "$run"; mkdir -p "$run"
     cat .demo/state/part-* >"$run/training-state.safetensors"
-    CUDA_VISIBLE_DEVICES=$3 train_demo 2 "$run" "$2" "$MINUTES" "$run/stdout.log" "$4" \
+    CUDA_VISIBLE_DEVICES=$3 train_demo 2 "$run" "$2" "$MINUTES" "$run/stdout.log" "$4" "$5" \
         || { echo "arm $1 failed:"; tail -c 3000 "$run/stdout.log"; }
 }
-arm A "$GA" 0,1 "$LA" &
+arm A "$GA" 0,1 "$LA" "$SA" &
 pa=$!
-arm B "$GB" 2,3 "$LB" &
+arm B "$GB" 2,3 "$LB" "$SB" &
 pb=$!
 wait $pa $pb
 score() { python3 - "$1" <<'EOF'
@@ -38,8 +40,8 @@ for r in s: print("  ", round(r["kimg"], 1), round(r["metrics/swd"], 2), [round(
 print(sum(r["metrics/swd"] for r in s[-2:]) / len(s[-2:]))
 EOF
 }
-echo "arm A gamma $GA lr x$LA:"; sa=$(score $DEMO_TMP/run-A/log.jsonl); echo "  score $sa"
-echo "arm B gamma $GB lr x$LB:"; sb=$(score $DEMO_TMP/run-B/log.jsonl); echo "  score $sb"
+echo "arm A gamma $GA lr x$LA supersample $SA:"; sa=$(score $DEMO_TMP/run-A/log.jsonl); echo "  score $sa"
+echo "arm B gamma $GB lr x$LB supersample $SB:"; sb=$(score $DEMO_TMP/run-B/log.jsonl); echo "  score $sb"
 win=A; python3 -c "import sys; sys.exit(0 if $sb < $sa else 1)" && win=B
 echo "winner: arm $win"
 run=$DEMO_TMP/run-$win

@@ -37,18 +37,20 @@ prepare_machine() {
 # the script still sends back what it has instead of running into the command limit.
 chunk_limit_s() { python3 -c "import sys; print(int(float(sys.argv[1]) * 60 + 120))" "$1"; }
 
-# train_demo NPROC RUN R1_GAMMA MINUTES LOG [LR_SCALE]: the demo's recipe (assets/README.md) on NPROC
-# GPUs of CUDA_VISIBLE_DEVICES, writing into RUN and resuming from RUN's training state when it has
-# one, with both learning rates times LR_SCALE (default 1); its output goes to LOG. Fails when
-# training fails or is killed (chunk_limit_s).
+# train_demo NPROC RUN R1_GAMMA MINUTES LOG [LR_SCALE [SUPERSAMPLE]]: the demo's recipe
+# (assets/README.md) on NPROC GPUs of CUDA_VISIBLE_DEVICES, writing into RUN and resuming from RUN's
+# training state when it has one, with both learning rates times LR_SCALE (default 1) and fakes
+# rendered at SUPERSAMPLE x the resolution and averaged down (default 1); its output goes to LOG.
+# Fails when training fails or is killed (chunk_limit_s).
 train_demo() {
-    local resume=() scale=${6:-1}
+    local resume=() scale=${6:-1} supersample=${7:-1}
     [ -f "$2/training-state.safetensors" ] && resume=(--resume "$2")
     timeout -k 10 "$(chunk_limit_s "$4")" python3 -m torch.distributed.run --standalone --nproc_per_node "$1" -m gsgan_core.train \
         --data "$DATA" --outdir "$2" "${resume[@]}" \
         --preset "${PRESET:-heads128}" --g-pose-cond false --g-background false --d-channel-base 8192 --d-channel-max 128 \
         --g-anchor-floor-pixels "${ANCHOR_FLOOR:-0.5}" --r1-gamma "$3" \
         --g-lr "$(python3 -c "print(0.0025 * $scale)")" --d-lr "$(python3 -c "print(0.002 * $scale)")" \
+        --render-supersample "$supersample" \
         --grid-yaws=-2.4,-1.2,-0.4,0,0.4,1.2,2.4,3.14 \
         --batch "${BATCH:-128}" --kimg 20000 --snap-kimg 50 --swd-images 1000 --workers 3 \
         --state-precision bfloat16 --max-minutes "$4" >"$5" 2>&1
