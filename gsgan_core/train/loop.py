@@ -315,13 +315,7 @@ def train(config: TrainConfig) -> TrainResult:
     modules, optimizers = {"G": G, "D": D, "G_ema": G_ema}, {"opt_G": opt_G, "opt_D": opt_D}
     step, nimg = 0, 0
     if resume_tensors is not None:
-        # This run's flags set the optimisers' lr and betas, not the saved param_groups (which
-        # load_state_dict would restore): a resumed run may lower the learning rate, as it may R1 gamma.
-        chosen = {name: [(g["lr"], g["betas"]) for g in opt.param_groups] for name, opt in optimizers.items()}
-        load_into(resume_tensors, resume_info, modules, optimizers)
-        for name, opt in optimizers.items():
-            for group, (lr, group_betas) in zip(opt.param_groups, chosen[name]):
-                group["lr"], group["betas"] = lr, group_betas
+        load_into(resume_tensors, resume_info, modules, optimizers)  # lr and betas stay this run's flags
         step, nimg = int(resume_info["progress"]["step"]), int(resume_info["progress"]["nimg"])
         del resume_tensors
     G_params, D_params = list(G.parameters()), list(D.parameters())

@@ -122,7 +122,10 @@ def load_into(
     modules: dict[str, torch.nn.Module],
     optimizers: dict[str, torch.optim.Optimizer],
 ) -> None:
-    """Restores modules and optimizers in place (on their own devices)."""
+    """Restores modules and optimizers in place (on their own devices).
+
+    The optimizers keep their own hyperparameters (lr, betas: this run's flags, so a resumed run may
+    lower the learning rate); only the saved parameter lists and per-parameter state come back."""
     for name, module in modules.items():
         prefix = name + "."
         module_state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
@@ -139,4 +142,8 @@ def load_into(
         for values in per_param.values():
             if "exp_avg_sq" in values and "exp_avg" not in values:  # not saved under beta1 = 0: see above
                 values["exp_avg"] = torch.zeros_like(values["exp_avg_sq"])
-        optimizer.load_state_dict({"state": per_param, "param_groups": info["param_groups"][name]})
+        saved, current = info["param_groups"][name], optimizer.state_dict()["param_groups"]
+        if len(saved) != len(current):
+            raise TrainingError(f"training state has {len(saved)} parameter groups for {name}, this run {len(current)}")
+        groups = [{**now, "params": then["params"]} for now, then in zip(current, saved)]
+        optimizer.load_state_dict({"state": per_param, "param_groups": groups})

@@ -47,9 +47,10 @@ def main() -> None:
 
     def row(name: str, images: torch.Tensor) -> None:
         swd = sliced_wasserstein(reals_a, images.clamp(-1, 1), device=args.device)
+        if name == "held-out vs held-out":  # the first row names the bands
+            print(f"SWD x1e3 per band ({' / '.join(f'{r} px' for r in swd['resolutions'])}), {args.num} images")
         print(f"{name:28s}", " / ".join(f"{v:6.1f}" for v in swd["levels"]), flush=True)
 
-    print(f"SWD x1e3 per band ({' / '.join(f'{r} px' for r in (R, R // 2, R // 4, R // 8))}), {args.num} images")
     row("held-out vs held-out", reals_b)
     row("generated", fakes)
     for amount in (0.5, 1.0):
