@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gsgan_core.data.heads import make_heads_dataset
-from gsgan_core.errors import TrainingError
+from gsgan_core.errors import ConfigError, TrainingError
 from gsgan_core.io.checkpoint import load_checkpoint
 from gsgan_core.models.config import preset
 from gsgan_core.models.generator import Generator
@@ -89,7 +89,7 @@ def test_resume_continues_exactly(heads, tmp_path):
         a, b = getattr(straight, name).state_dict(), getattr(resumed, name).state_dict()
         assert all(torch.equal(a[k], b[k]) for k in a), name
     tensors, info = read_training_state(tmp_path / "split")
-    assert info["progress"] == {"step": 4, "nimg": 8} and any(k.startswith("opt_D.") for k in tensors)
+    assert info["progress"] == {"step": 4, "nimg": 8, "d_start_nimg": 0} and any(k.startswith("opt_D.") for k in tensors)
 
 
 def test_a_resumed_run_takes_its_learning_rates_from_its_flags(heads, tmp_path):
@@ -144,6 +144,35 @@ def test_resume_refuses_a_different_model_and_a_fresh_run_refuses_an_old_outdir(
         train(tiny_config(heads, tmp_path / "run", max_steps=1, resume=str(tmp_path / "run"), d_pose="projection"))
     with pytest.raises(TrainingError, match="already holds"):
         train(tiny_config(heads, tmp_path / "run", max_steps=1))
+
+
+def test_resume_new_d_keeps_the_generator_and_starts_a_bigger_discriminator(heads, tmp_path):
+    run = tmp_path / "run"
+    train(tiny_config(heads, run, max_steps=2))
+    saved, _ = read_training_state(run)
+    with pytest.raises(TrainingError, match="d_channel_max"):  # a plain resume keeps D's shape
+        train(tiny_config(heads, run, max_steps=1, resume=str(run), d_channel_max=128))
+    with pytest.raises(ConfigError, match="--resume"):
+        tiny_config(heads, tmp_path / "other", resume_new_d=True)
+
+    # the new D learns for 2 steps (4 images) while G and G_ema stay exactly as saved
+    bigger = dict(d_channel_base=4096, d_channel_max=128, d_warmup_kimg=0.004)
+    warm = train(tiny_config(heads, run, max_steps=2, resume=str(run), resume_new_d=True, **bigger))
+    assert warm.step == 4
+    for name in ("G", "G_ema"):
+        state = getattr(warm, name).state_dict()
+        assert all(torch.equal(state[k], saved[f"{name}.{k}"].to(state[k].dtype)) for k in state), name
+    old_d = {k[2:]: v for k, v in saved.items() if k.startswith("D.")}
+    assert sum(v.numel() for v in warm.D.state_dict().values()) > sum(v.numel() for v in old_d.values())
+    assert [r["loss/G"] for r in read_log(run)][-2:] == [0.0, 0.0] and read_log(run)[-1]["loss/D"] > 0
+    tensors, info = read_training_state(run)
+    assert info["progress"] == {"step": 4, "nimg": 8, "d_start_nimg": 4}
+    assert info["config"]["d_channel_max"] == 128 and tensors["D.from_rgb.weight"].shape[0] == 128
+
+    # the warm-up is over 4 images after the new D started, also across a plain resume: G moves again
+    moved = train(tiny_config(heads, run, max_steps=1, resume=str(run), **bigger))
+    assert moved.step == 5 and read_log(run)[-1]["loss/G"] != 0.0
+    assert not torch.equal(moved.G.state_dict()["mapping.layers.0.weight"], warm.G.state_dict()["mapping.layers.0.weight"])
 
 
 def test_a_state_from_before_a_model_field_existed_resumes_with_its_default(heads, tmp_path):

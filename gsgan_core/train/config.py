@@ -21,6 +21,7 @@ class TrainConfig:
     data: str = ""  # EG3D dataset: folder or .zip with dataset.json
     outdir: str = ""  # snapshots, training state and the log go here
     resume: str = ""  # a training-state .safetensors (or a run folder holding one) to continue from
+    resume_new_d: bool = False  # with --resume: keep G, G_ema, G's optimiser and the progress, start a new discriminator (its --d-* flags may differ: a bigger D for a trained G)
 
     # --- model
     preset: str = "ffhq256"  # generator preset: tiny | heads128 | ffhq256 | ffhq512
@@ -46,6 +47,7 @@ class TrainConfig:
     d_clip: float = 5.0  # gradient-norm clipping of D (0 = off)
     ema_kimg: float = 10.0  # G_ema half-life in kimg
     ema_rampup: float = 0.05  # half-life is at most this fraction of images seen so far (0 = off)
+    d_warmup_kimg: float = 0.0  # G stays still for this many kimg after its discriminator starts (a new run, or --resume-new-d), so that a new D learns before it steers a trained G
 
     # --- losses
     r1_gamma: float = 1.0  # R1 weight gamma: loss + gamma / 2 * ||grad D(real)||^2
@@ -95,6 +97,10 @@ class TrainConfig:
             raise ConfigError("--swd-images and --level-images must be >= 0 (0 = off)")
         if self.max_steps < 0 or self.max_minutes < 0:
             raise ConfigError("--max-steps and --max-minutes must be >= 0 (0 = no limit)")
+        if self.resume_new_d and not self.resume:
+            raise ConfigError("--resume-new-d keeps the generator of a --resume state: pass --resume too")
+        if self.d_warmup_kimg < 0:
+            raise ConfigError(f"--d-warmup-kimg must be >= 0, got {self.d_warmup_kimg}")
         if self.r1_interval < 0 or self.log_steps < 1 or self.snap_kimg < 0.001:
             raise ConfigError("--r1-interval must be >= 0, --log-steps >= 1 and --snap-kimg >= 0.001 (one image)")
 
@@ -102,11 +108,13 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-# Fields that shape the networks or their inputs: a resumed run must keep them.
-MODEL_FIELDS = (
+# Fields that shape the networks or their inputs: a resumed run must keep them (the D ones may
+# change with --resume-new-d, which starts a new discriminator).
+G_FIELDS = (
     "preset", "resolution", "g_pose_cond", "g_background", "g_soft_clamp", "g_anchor_floor_pixels",
-    "g_view_dependent_color", "d_pose", "d_channel_base", "d_channel_max", "d_mbstd_group",
+    "g_view_dependent_color",
 )
+D_FIELDS = ("d_pose", "d_channel_base", "d_channel_max", "d_mbstd_group")
 
 
 def _parse_bool(text: str) -> bool:

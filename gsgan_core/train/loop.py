@@ -38,7 +38,7 @@ from gsgan_core.models.discriminator import Discriminator
 from gsgan_core.models.generator import Generator, z_from_seeds
 from gsgan_core.render import render
 from gsgan_core.train import losses
-from gsgan_core.train.config import MODEL_FIELDS, TrainConfig
+from gsgan_core.train.config import D_FIELDS, G_FIELDS, TrainConfig
 from gsgan_core.train.state import STATE_FILE, load_into, read_training_state, save_training_state
 
 BACKGROUND_COLORS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
@@ -252,13 +252,14 @@ def train(config: TrainConfig) -> TrainResult:
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest convolutions
     outdir = Path(config.outdir)
 
-    # --- resume: the saved config decides everything that shapes the networks
+    # --- resume: the saved config decides everything that shapes the networks (G's alone with --resume-new-d)
     resume_tensors, resume_info = None, None
     if config.resume:
         resume_tensors, resume_info = read_training_state(config.resume)
         saved = resume_info["config"]
         defaults = TrainConfig()  # a state saved before a field existed was trained with its default
-        changed = [f for f in MODEL_FIELDS if saved.get(f, getattr(defaults, f)) != getattr(config, f)]
+        fields = G_FIELDS if config.resume_new_d else G_FIELDS + D_FIELDS
+        changed = [f for f in fields if saved.get(f, getattr(defaults, f)) != getattr(config, f)]
         if changed:
             raise TrainingError(
                 f"{config.resume}: cannot resume with a different {', '.join(changed)} "
@@ -314,9 +315,15 @@ def train(config: TrainConfig) -> TrainResult:
     opt_D = torch.optim.Adam(D.parameters(), lr=config.d_lr * ratio, betas=tuple(b**ratio for b in betas), eps=1e-8)
     modules, optimizers = {"G": G, "D": D, "G_ema": G_ema}, {"opt_G": opt_G, "opt_D": opt_D}
     step, nimg = 0, 0
+    d_start_nimg = 0  # when the discriminator started: G stays still for d_warmup_kimg after it
     if resume_tensors is not None:
-        load_into(resume_tensors, resume_info, modules, optimizers)  # lr and betas stay this run's flags
-        step, nimg = int(resume_info["progress"]["step"]), int(resume_info["progress"]["nimg"])
+        if config.resume_new_d:  # the new D (and its optimiser) keep their fresh initial state
+            load_into(resume_tensors, resume_info, {"G": G, "G_ema": G_ema}, {"opt_G": opt_G})
+        else:
+            load_into(resume_tensors, resume_info, modules, optimizers)  # lr and betas stay this run's flags
+        progress_info = resume_info["progress"]
+        step, nimg = int(progress_info["step"]), int(progress_info["nimg"])
+        d_start_nimg = nimg if config.resume_new_d else int(progress_info.get("d_start_nimg", 0))
         del resume_tensors
     G_params, D_params = list(G.parameters()), list(D.parameters())
 
@@ -345,7 +352,8 @@ def train(config: TrainConfig) -> TrainResult:
         save_checkpoint(outdir / f"network-snapshot-{tag}.safetensors", G_ema, training=training, **checkpoint_meta)
         save_checkpoint(outdir / "network-latest.safetensors", G_ema, training=training, **checkpoint_meta)
         write_png(outdir / f"fakes-{tag}.png", snapshot_grid(G_ema, config, resolution, checkpoint_meta["camera"], device))
-        save_training_state(outdir / STATE_FILE, modules, optimizers, config.to_dict(), {"step": step, "nimg": nimg},
+        save_training_state(outdir / STATE_FILE, modules, optimizers, config.to_dict(),
+                            {"step": step, "nimg": nimg, "d_start_nimg": d_start_nimg},
                             averages_dtype=getattr(torch, config.state_precision))
 
     # --- Ctrl-C / SIGTERM: finish the step, write a final snapshot, stop
@@ -399,21 +407,25 @@ def train(config: TrainConfig) -> TrainResult:
             do_r1 = config.r1_interval > 0 and config.r1_gamma > 0 and step % config.r1_interval == 0
 
             # ---------------------------------------------------------------- G phase
-            G.requires_grad_(True)
-            D.requires_grad_(False)
-            fake_images, anchor_means = generate_images(G, z, mapping_labels, render_labels, fake_bg, resolution,
-                                                        config.render_backend, update_w_avg=True,
-                                                        supersample=config.render_supersample)
-            d_fake = D(losses.blur_images(fake_images, sigma), render_labels.flatten(0, 1))
-            loss_g_adv = losses.g_nonsaturating(d_fake.logits)
-            loss_g_pose = torch.zeros((), device=device)
-            if config.d_pose == "contrastive" and config.pose_weight > 0:
-                loss_g_pose = losses.infonce_pose_loss(d_fake.image_pose, d_fake.camera_pose, config.pose_temperature)
-            loss_center = losses.center_loss(anchor_means)
-            loss_knn = losses.knn_loss(anchor_means, config.knn_k)
-            loss_G = (loss_g_adv + config.pose_weight * loss_g_pose
-                      + config.lambda_center * loss_center + config.lambda_knn * loss_knn)
-            g_grad_norm = apply_gradients("G", loss_G, G_params, opt_G, config.g_clip, world, step, kimg, outdir)
+            g_still = nimg - d_start_nimg < config.d_warmup_kimg * 1000  # a new D learns before it steers G
+            if g_still:
+                loss_G = loss_g_adv = loss_g_pose = loss_center = loss_knn = g_grad_norm = torch.zeros((), device=device)
+            else:
+                G.requires_grad_(True)
+                D.requires_grad_(False)
+                fake_images, anchor_means = generate_images(G, z, mapping_labels, render_labels, fake_bg, resolution,
+                                                            config.render_backend, update_w_avg=True,
+                                                            supersample=config.render_supersample)
+                d_fake = D(losses.blur_images(fake_images, sigma), render_labels.flatten(0, 1))
+                loss_g_adv = losses.g_nonsaturating(d_fake.logits)
+                loss_g_pose = torch.zeros((), device=device)
+                if config.d_pose == "contrastive" and config.pose_weight > 0:
+                    loss_g_pose = losses.infonce_pose_loss(d_fake.image_pose, d_fake.camera_pose, config.pose_temperature)
+                loss_center = losses.center_loss(anchor_means)
+                loss_knn = losses.knn_loss(anchor_means, config.knn_k)
+                loss_G = (loss_g_adv + config.pose_weight * loss_g_pose
+                          + config.lambda_center * loss_center + config.lambda_knn * loss_knn)
+                g_grad_norm = apply_gradients("G", loss_G, G_params, opt_G, config.g_clip, world, step, kimg, outdir)
 
             # ---------------------------------------------------------------- D phase
             G.requires_grad_(False)
@@ -439,11 +451,12 @@ def train(config: TrainConfig) -> TrainResult:
             step += 1
             steps_this_run += 1
             beta = losses.ema_beta(config.batch, nimg, config.ema_kimg, config.ema_rampup)
-            with torch.no_grad():
-                for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-                    p_ema.lerp_(p, 1 - beta)
-                for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-                    b_ema.copy_(b)
+            if not g_still:  # while G stays still, so does its average
+                with torch.no_grad():
+                    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+                        p_ema.lerp_(p, 1 - beta)
+                    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+                        b_ema.copy_(b)
 
             # ---------------------------------------------------------------- bookkeeping
             if config.max_minutes and time.time() - start_time >= config.max_minutes * 60:

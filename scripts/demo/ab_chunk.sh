@@ -3,15 +3,20 @@
 # each, with two R1 gammas; send back the state of the arm with the lower in-training SWD (mean of
 # its last two snapshots), both logs, and with EVAL=1 the held-out metrics of the winner. LR_SCALES
 # (default "1 1") scales both learning rates of each arm; SUPERSAMPLES (default "1 1") sets each arm's
-# --render-supersample.
+# --render-supersample; D_SIZES (default "8192:128 8192:128") each arm's discriminator channel
+# base:max; NEW_DS (default "0 0") 1 for an arm that keeps the state's G and starts a new D of its
+# size (lib.sh's train_demo, NEW_D).
 # Same inputs, outputs and recipe as train_chunk.sh (read that first); run from the repository root:
 #
-#   GAMMAS="1 3" [LR_SCALES="1 0.5"] [SUPERSAMPLES="1 2"] bash scripts/demo/ab_chunk.sh MINUTES
+#   GAMMAS="1 3" [LR_SCALES="1 0.5"] [SUPERSAMPLES="1 2"] [D_SIZES="8192:128 32768:160" NEW_DS="0 1"] \
+#       bash scripts/demo/ab_chunk.sh MINUTES
 set -euo pipefail
 MINUTES=${1:?}
 read -r GA GB <<<"${GAMMAS:?GAMMAS='GAMMA_A GAMMA_B'}"
 read -r LA LB <<<"${LR_SCALES:-1 1}"
 read -r SA SB <<<"${SUPERSAMPLES:-1 1}"
+read -r DA DB <<<"${D_SIZES:-8192:128 8192:128}"
+read -r NA NB <<<"${NEW_DS:-0 0}"
 DEMO_TMP=/tmp/gsgan-demo
 DATA=$DEMO_TMP/heads128-train.zip
 OUT=${OUT:?}
@@ -20,16 +25,16 @@ mkdir -p "$DEMO_TMP" "$OUT/state"
 pkill -f "[g]sgan_core[.]train" && sleep 3 || true  # a chunk cut off by the time limit leaves its workers behind
 start_gpu_monitor
 prepare_machine "$DATA" 30000 128
-arm() {  # arm NAME GAMMA GPUS LR_SCALE SUPERSAMPLE
+arm() {  # arm NAME GAMMA GPUS LR_SCALE SUPERSAMPLE D_BASE:D_MAX NEW_D
     local run=$DEMO_TMP/run-$1
     rm -rf "$run"; mkdir -p "$run"
     cat .demo/state/part-* >"$run/training-state.safetensors"
-    CUDA_VISIBLE_DEVICES=$3 train_demo 2 "$run" "$2" "$MINUTES" "$run/stdout.log" "$4" "$5" \
+    CUDA_VISIBLE_DEVICES=$3 D_BASE=${6%%:*} D_MAX=${6##*:} NEW_D=$7 train_demo 2 "$run" "$2" "$MINUTES" "$run/stdout.log" "$4" "$5" \
         || { echo "arm $1 failed:"; tail -c 3000 "$run/stdout.log"; }
 }
-arm A "$GA" 0,1 "$LA" "$SA" &
+arm A "$GA" 0,1 "$LA" "$SA" "$DA" "$NA" &
 pa=$!
-arm B "$GB" 2,3 "$LB" "$SB" &
+arm B "$GB" 2,3 "$LB" "$SB" "$DB" "$NB" &
 pb=$!
 wait $pa $pb
 score() { python3 - "$1" <<'EOF'
@@ -40,8 +45,8 @@ for r in s: print("  ", round(r["kimg"], 1), round(r["metrics/swd"], 2), [round(
 print(sum(r["metrics/swd"] for r in s[-2:]) / len(s[-2:]))
 EOF
 }
-echo "arm A gamma $GA lr x$LA supersample $SA:"; sa=$(score $DEMO_TMP/run-A/log.jsonl); echo "  score $sa"
-echo "arm B gamma $GB lr x$LB supersample $SB:"; sb=$(score $DEMO_TMP/run-B/log.jsonl); echo "  score $sb"
+echo "arm A gamma $GA lr x$LA supersample $SA D $DA new $NA:"; sa=$(score $DEMO_TMP/run-A/log.jsonl); echo "  score $sa"
+echo "arm B gamma $GB lr x$LB supersample $SB D $DB new $NB:"; sb=$(score $DEMO_TMP/run-B/log.jsonl); echo "  score $sb"
 win=A; python3 -c "import sys; sys.exit(0 if $sb < $sa else 1)" && win=B
 echo "winner: arm $win"
 run=$DEMO_TMP/run-$win
