@@ -3,9 +3,8 @@
 One `.safetensors` file. Tensors: G, D and G_ema state dicts ("G.", "D.", "G_ema." prefixes) and
 both Adam states ("opt_G.<param index>.<exp_avg|exp_avg_sq|step>"; no exp_avg under beta1 = 0).
 With --state-precision bfloat16 the running averages (Adam moments, G_ema) are stored in bfloat16
-for a smaller file. Header metadata (JSON): the TrainConfig, the progress (step, nimg, d_start_nimg: where the
-discriminator started, for --d-warmup-kimg), and the
-optimizers' param_groups.
+for a smaller file. Header metadata (JSON): the TrainConfig, the progress (step, nimg, and
+d_start_nimg: where the discriminator started, for --d-warmup-kimg), and the optimizers' param_groups.
 
 Random numbers in training are drawn from a generator reseeded from (seed, rank, step) at every
 step and the data order is a function of (seed, step), so progress alone restores them exactly.
