@@ -5,7 +5,8 @@
 # (default "1 1") scales both learning rates of each arm; SUPERSAMPLES (default "1 1") sets each arm's
 # --render-supersample; D_SIZES (default "8192:128 8192:128") each arm's discriminator channel
 # base:max; NEW_DS (default "0 0") 1 for an arm that keeps the state's G and starts a new D of its
-# size (lib.sh's train_demo, NEW_D).
+# size (lib.sh's train_demo, NEW_D); that copy spends a whole chunk learning D alone (400 kimg), so a
+# new D is better started with train_chunk.sh (NEW_D=1, assets/README.md) than compared here.
 # Same inputs, outputs and recipe as train_chunk.sh (read that first); run from the repository root:
 #
 #   GAMMAS="1 3" [LR_SCALES="1 0.5"] [SUPERSAMPLES="1 2"] [D_SIZES="8192:128 32768:160" NEW_DS="0 1"] \

@@ -43,12 +43,12 @@ chunk_limit_s() { python3 -c "import sys; print(int(float(sys.argv[1]) * 60 + 12
 # rendered at SUPERSAMPLE x the resolution and averaged down (default 1); its output goes to LOG.
 # The discriminator has channel base D_BASE and at most D_MAX channels (default 8192 and 128, which a
 # resumed state must match); NEW_D=1 resumes G alone and starts a new D of that size, which learns
-# for D_WARMUP_KIMG (default 20) while G stays still.
+# for D_WARMUP_KIMG (default 400: 20 broke G, assets/README.md) while G stays still.
 # Fails when training fails or is killed (chunk_limit_s).
 train_demo() {
     local resume=() scale=${6:-1} supersample=${7:-1}
     [ -f "$2/training-state.safetensors" ] && resume=(--resume "$2")
-    [ "${NEW_D:-0}" = 1 ] && resume+=(--resume-new-d true --d-warmup-kimg "${D_WARMUP_KIMG:-20}")
+    [ "${NEW_D:-0}" = 1 ] && resume+=(--resume-new-d true --d-warmup-kimg "${D_WARMUP_KIMG:-400}")
     timeout -k 10 "$(chunk_limit_s "$4")" python3 -m torch.distributed.run --standalone --nproc_per_node "$1" -m gsgan_core.train \
         --data "$DATA" --outdir "$2" "${resume[@]}" \
         --preset "${PRESET:-heads128}" --g-pose-cond false --g-background false --d-channel-base "${D_BASE:-8192}" --d-channel-max "${D_MAX:-128}" \
