@@ -11,7 +11,6 @@ faint adds colour on top of the coarser ones but cannot draw sharp edges of its 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from explorer.commands import parse_int_list  # noqa: E402
+from gsgan_core.cameras import intrinsics_from_fov  # noqa: E402
 from gsgan_core.io.checkpoint import load_checkpoint  # noqa: E402
 from gsgan_core.models.generator import z_from_seeds  # noqa: E402
 
@@ -33,7 +33,8 @@ def main() -> None:
     with torch.no_grad():
         gaussians = G.eval()(z_from_seeds(parse_int_list(args.seeds, "seed"), G.config.z_dim))
     camera = info.camera
-    pixels_per_unit = info.resolution / (2 * math.tan(math.radians(camera.fov_deg) / 2)) / camera.radius
+    focal = float(intrinsics_from_fov(camera.fov_deg)[0, 0])  # in image widths
+    pixels_per_unit = focal * info.resolution / camera.radius
     opacity = torch.sigmoid(gaussians.opacity_logits)  # [B, N]
     axes = (gaussians.log_scales.exp() * pixels_per_unit).sort(dim=-1, descending=True).values  # [B, N, 3]
     print(f"{args.network}: {info.resolution} px, {pixels_per_unit:.1f} px per unit at radius {camera.radius}")
