@@ -41,8 +41,8 @@ chunk_limit_s() { python3 -c "import sys; print(int(float(sys.argv[1]) * 60 + 12
 # (assets/README.md) on NPROC GPUs of CUDA_VISIBLE_DEVICES, writing into RUN and resuming from RUN's
 # training state when it has one, with both learning rates times LR_SCALE (default 1) and fakes
 # rendered at SUPERSAMPLE x the resolution and averaged down (default 1); its output goes to LOG.
-# The discriminator has channel base D_BASE and at most D_MAX channels (default 8192 and 128, which a
-# resumed state must match); NEW_D=1 resumes G alone and starts a new D of that size, which learns
+# The discriminator has channel base D_BASE and at most D_MAX channels (default 32768 and 160, which a
+# resumed state must match; run 4 used 8192 and 128 to 2,246 kimg); NEW_D=1 resumes G alone and starts a new D of that size, which learns
 # for D_WARMUP_KIMG (default 400: 20 broke G, assets/README.md) while G stays still.
 # Fails when training fails or is killed (chunk_limit_s).
 train_demo() {
@@ -51,7 +51,7 @@ train_demo() {
     [ "${NEW_D:-0}" = 1 ] && resume+=(--resume-new-d true --d-warmup-kimg "${D_WARMUP_KIMG:-400}")
     timeout -k 10 "$(chunk_limit_s "$4")" python3 -m torch.distributed.run --standalone --nproc_per_node "$1" -m gsgan_core.train \
         --data "$DATA" --outdir "$2" "${resume[@]}" \
-        --preset "${PRESET:-heads128}" --g-pose-cond false --g-background false --d-channel-base "${D_BASE:-8192}" --d-channel-max "${D_MAX:-128}" \
+        --preset "${PRESET:-heads128}" --g-pose-cond false --g-background false --d-channel-base "${D_BASE:-32768}" --d-channel-max "${D_MAX:-160}" \
         --g-anchor-floor-pixels "${ANCHOR_FLOOR:-0.5}" --r1-gamma "$3" \
         --g-lr "$(python3 -c "print(0.0025 * $scale)")" --d-lr "$(python3 -c "print(0.002 * $scale)")" \
         --render-supersample "$supersample" \
