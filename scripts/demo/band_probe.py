@@ -1,6 +1,6 @@
 """What the demo's finest SWD band measures: is the generator too blurry or too noisy at 128 px?
 
-    python scripts/demo/band_probe.py assets/heads128.safetensors HELDOUT.zip [--num 400]
+    python scripts/demo/band_probe.py assets/heads128.safetensors HELDOUT.zip [--num 400] [--rows levels]
 
 HELDOUT.zip needs 2 x num images (`gsgan-dataset heads --count 1000 --resolution 128 --seed 1
 --cameras orbit`). Prints SWD per band (finest first, x1e3) against the first num held-out images for:
@@ -8,12 +8,18 @@ the other num held-out images (the floor), the generator's images, those images 
 mask), the held-out images blurred, and the generator's images rendered with supersampling. If
 sharpening the fakes lowers the finest band and blurring the reals raises it towards the fakes',
 the fakes lack fine detail rather than carry noise. About 20 minutes on 2 CPU cores at num 400.
+
+--rows levels asks which Gaussians draw each band instead: after the floor and the generator's images
+come the same scenes with every Gaussian's colour clamped to [0, 1] (RGB = SH_C0 * sh_dc + 0.5 has
+no upper bound, like gsplat's), and with the finest levels left out (opacity 0), one more at a time.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,10 +27,34 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from gsgan_core.data.dataset import ImageDataset  # noqa: E402
+from gsgan_core.gaussians import SH_C0, Gaussians  # noqa: E402
 from gsgan_core.io.checkpoint import load_checkpoint  # noqa: E402
 from gsgan_core.metrics.command import fake_images, real_images  # noqa: E402
 from gsgan_core.metrics.swd import sliced_wasserstein  # noqa: E402
 from gsgan_core.train.losses import blur_images  # noqa: E402
+
+
+class EditedGenerator:
+    """A generator whose Gaussians pass through `edit` before they are rendered (for fake_images)."""
+
+    def __init__(self, G, edit: Callable[[Gaussians], Gaussians]):
+        self.G, self.edit, self.config, self.mapping = G, edit, G.config, G.mapping
+
+    def synthesize(self, ws, view_dirs=None, return_anchors: bool = False):
+        gaussians, anchors = self.G.synthesize(ws, view_dirs, return_anchors=True)
+        gaussians = self.edit(gaussians)
+        return (gaussians, anchors) if return_anchors else gaussians
+
+
+def clamp_colours(g: Gaussians) -> Gaussians:  # every Gaussian's RGB into [0, 1]
+    return dataclasses.replace(g, sh_dc=g.sh_dc.clamp(-0.5 / SH_C0, 0.5 / SH_C0))
+
+
+def without_levels(levels: list[int]) -> Callable[[Gaussians], Gaussians]:
+    def edit(g: Gaussians) -> Gaussians:
+        hidden = torch.isin(g.level, torch.tensor(levels, device=g.level.device))
+        return dataclasses.replace(g, opacity_logits=g.opacity_logits.masked_fill(hidden, -30.0))
+    return edit
 
 
 def main() -> None:
@@ -33,6 +63,8 @@ def main() -> None:
     parser.add_argument("heldout")
     parser.add_argument("--num", type=int, default=400)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--rows", choices=["sharpness", "levels"], default="sharpness",
+                        help="sharpness: sharpened and blurred images; levels: clamped colours, levels left out")
     args = parser.parse_args()
     dataset = ImageDataset(args.heldout)
     if len(dataset) < 2 * args.num:
@@ -53,6 +85,14 @@ def main() -> None:
 
     row("held-out vs held-out", reals_b)
     row("generated", fakes)
+    if args.rows == "levels":
+        row("generated, colours in [0, 1]", fake_images(EditedGenerator(G, clamp_colours), labels, R, 0, args.device))
+        L = G.config.num_levels
+        for first in range(L - 1, 0, -1):
+            name = f"generated, without L{first}" + (f"..L{L - 1}" if first < L - 1 else "")
+            edited = EditedGenerator(G, without_levels(list(range(first, L))))
+            row(name, fake_images(edited, labels, R, 0, args.device))
+        return
     for amount in (0.5, 1.0):
         row(f"generated, unsharp {amount}", fakes + amount * (fakes - blur_images(fakes, 0.7)))
     for sigma in (0.4, 0.6):
