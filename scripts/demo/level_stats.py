@@ -7,8 +7,8 @@ median of each Gaussian's longest, middle and shortest axis (one standard deviat
 the checkpoint's default camera distance and field of view). A level whose Gaussians are mostly
 faint adds colour on top of the coarser ones but cannot draw sharp edges of its own. The last
 column: of the level's Gaussians above 0.05 opacity, the fraction whose colour (RGB = SH_C0 * sh_dc
-+ 0.5, unbounded) lies outside [-0.1, 1.1] in some channel: faint strokes darker than black or
-brighter than white, which the rasterizer's clamp at 0 and the image's clamp to [0, 1] then cut.
++ 0.5, with no upper bound) lies outside [-0.1, 1.1] in some channel: strokes brighter than white
+or darker than black (the rasterizer clamps colours at 0), which a faint opacity keeps in range.
 """
 
 from __future__ import annotations
