@@ -41,9 +41,10 @@ chunk_limit_s() { python3 -c "import sys; print(int(float(sys.argv[1]) * 60 + 12
 # (assets/README.md) on NPROC GPUs of CUDA_VISIBLE_DEVICES, writing into RUN and resuming from RUN's
 # training state when it has one, with both learning rates times LR_SCALE (default 1) and fakes
 # rendered at SUPERSAMPLE x the resolution and averaged down (default 1); its output goes to LOG.
-# The discriminator has channel base D_BASE and at most D_MAX channels (default 32768 and 160, which a
-# resumed state must match; run 4 used 8192 and 128 to 2,246 kimg); NEW_D=1 resumes G alone and starts a new D of that size, which learns
-# for D_WARMUP_KIMG (default 400: 20 broke G, assets/README.md) while G stays still.
+# The discriminator has channel base D_BASE and at most D_MAX channels (default 32768 and 160, which
+# a resumed state must match; run 4 used 8192 and 128 to 2,246 kimg); NEW_D=1 resumes G alone and
+# starts a new D of that size, which learns for D_WARMUP_KIMG (default 400: 20 broke G,
+# assets/README.md) while G stays still.
 # Fails when training fails or is killed (chunk_limit_s).
 train_demo() {
     local resume=() scale=${6:-1} supersample=${7:-1}
