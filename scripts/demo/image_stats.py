@@ -8,9 +8,8 @@ covers (pixels darker than 0.97 in some channel, on the white background the met
 onto), the head's mean colour, a histogram of its pixels' brightness (the mean of R, G and B) in
 ten bins, how many of them per image are light (brightness above 0.8) and which share of those lies
 within 2 px of the background (a light fringe where the outline is soft), and how far the mean
-image, pooled to 16 px, lies from the held-out one. About 5 minutes
-on 2 CPU cores at num 300. HELDOUT.zip: `gsgan-dataset heads --count 1000 --resolution 128 --seed 1
---cameras orbit`.
+image, pooled to 16 px, lies from the held-out one. About 5 minutes on 2 CPU cores at num 300.
+HELDOUT.zip: `gsgan-dataset heads --count 1000 --resolution 128 --seed 1 --cameras orbit`.
 """
 
 from __future__ import annotations
@@ -37,9 +36,9 @@ def describe(name: str, images: torch.Tensor) -> torch.Tensor:
     head = x.min(dim=1).values < BACKGROUND  # [n, R, R]
     coverage = head.float().mean(dim=(1, 2))
     colour = (x * head[:, None]).sum(dim=(2, 3)) / head.sum(dim=(1, 2))[:, None]  # [n, 3]
-    brightness = x.mean(dim=1)[head]
-    histogram = torch.histc(brightness, bins=10, min=0, max=1) / brightness.numel()
-    light = head & (x.mean(dim=1) > 0.8)
+    brightness = x.mean(dim=1)  # [n, R, R]
+    histogram = torch.histc(brightness[head], bins=10, min=0, max=1) / head.sum()
+    light = head & (brightness > 0.8)
     near_background = F.max_pool2d((~head).float()[:, None], 5, stride=1, padding=2)[:, 0] > 0
     fringe = (light & near_background).sum() / light.sum().clamp(min=1)
     print(f"{name:10s} {coverage.mean():.3f} +- {coverage.std():.3f}   "
