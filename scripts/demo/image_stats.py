@@ -46,16 +46,15 @@ def describe(name: str, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     colour = (x * head[:, None]).sum(dim=(2, 3)) / head.sum(dim=(1, 2))[:, None]  # [n, 3]
     brightness = x.mean(dim=1)  # [n, R, R]
     histogram = torch.histc(brightness[head], bins=10, min=0, max=1) / head.sum()
-    light = head & (brightness > 0.8)
-    near_background = F.max_pool2d((~head).float()[:, None], 5, stride=1, padding=2)[:, 0] > 0
-    fringe = (light & near_background).sum() / light.sum().clamp(min=1)
     # The outline: rings 1 px wide, the first touching the background. On white, a pixel's darkest
     # channel is about 1 - its alpha (for a dark head), so a soft or wide edge shows as light rings.
-    rings, inside = [], ~head
+    rings, near_background = [], ~head
     for _ in range(2):
-        grown = F.max_pool2d(inside.float()[:, None], 3, stride=1, padding=1)[:, 0] > 0
-        rings.append(darkest[grown & ~inside].mean())
-        inside = grown
+        grown = F.max_pool2d(near_background.float()[:, None], 3, stride=1, padding=1)[:, 0] > 0
+        rings.append(darkest[grown & ~near_background].mean())
+        near_background = grown  # after both rings: the background and every pixel within 2 px of it
+    light = head & (brightness > 0.8)
+    fringe = (light & near_background).sum() / light.sum().clamp(min=1)
     faint = (head & (darkest > 0.85)).sum() / len(x)
     print(f"{name:10s} {coverage.mean():.3f} +- {coverage.std():.3f}   "
           f"{' '.join(f'{v:.3f}' for v in colour.mean(dim=0))} +- "
