@@ -44,7 +44,8 @@ chunk_limit_s() { python3 -c "import sys; print(int(float(sys.argv[1]) * 60 + 12
 # The discriminator has channel base D_BASE and at most D_MAX channels (default 32768 and 160, which
 # a resumed state must match; run 4 used 8192 and 128 to 2,246 kimg); NEW_D=1 resumes G alone and
 # starts a new D of that size, which learns for D_WARMUP_KIMG (default 400: 20 broke G,
-# assets/README.md) while G stays still.
+# assets/README.md) while G stays still. G_ema's half-life is EMA_KIMG kimg (default 10, GSGAN's at batch
+# 32; StyleGAN2-ADA scales it with the batch, which at 128 gives 40).
 # Fails when training fails or is killed (chunk_limit_s).
 train_demo() {
     local resume=() scale=${6:-1} supersample=${7:-1}
@@ -55,7 +56,7 @@ train_demo() {
         --preset "${PRESET:-heads128}" --g-pose-cond false --g-background false --d-channel-base "${D_BASE:-32768}" --d-channel-max "${D_MAX:-160}" \
         --g-anchor-floor-pixels "${ANCHOR_FLOOR:-0.5}" --r1-gamma "$3" \
         --g-lr "$(python3 -c "print(0.0025 * $scale)")" --d-lr "$(python3 -c "print(0.002 * $scale)")" \
-        --render-supersample "$supersample" \
+        --render-supersample "$supersample" --ema-kimg "${EMA_KIMG:-10}" \
         --grid-yaws=-2.4,-1.2,-0.4,0,0.4,1.2,2.4,3.14 \
         --batch "${BATCH:-128}" --kimg 20000 --snap-kimg 50 --swd-images 1000 --workers 3 \
         --state-precision bfloat16 --max-minutes "$4" >"$5" 2>&1
@@ -75,11 +76,17 @@ PY
     cp "$1/fakes-final.png" "$OUT/fakes-latest.png"
 }
 
-# evaluate NETWORK: with EVAL=1, the held-out metrics into $OUT/metrics.json: SWD of 5,000 generated
-# images vs 5,000 held-out ones (seed 1, never seen in training), the real-vs-real floor, each level's share.
-evaluate() {
-    [ "${EVAL:-0}" = 1 ] || return 0
+# heldout_set: renders the held-out set (seed 1, never seen in training) once per machine, for evaluate.
+heldout_set() {
     local heldout=$DEMO_TMP/heads${RES:-128}-heldout.zip
     [ -f "$heldout" ] || cli dataset heads --count "${HELDOUT_COUNT:-10000}" --resolution "${RES:-128}" --seed 1 --cameras orbit --jobs 0 --out "$heldout" | tail -n 1
-    cli metrics --network "$1" --data "$heldout" --num "${EVAL_NUM:-5000}" --metrics swd,levels --json | tee "$OUT/metrics.json"
+}
+
+# evaluate NETWORK [FILE]: with EVAL=1, the held-out metrics into FILE (default $OUT/metrics.json): SWD of
+# 5,000 generated images vs 5,000 held-out ones, the real-vs-real floor, each level's share.
+evaluate() {
+    [ "${EVAL:-0}" = 1 ] || return 0
+    heldout_set
+    cli metrics --network "$1" --data "$DEMO_TMP/heads${RES:-128}-heldout.zip" --num "${EVAL_NUM:-5000}" \
+        --metrics swd,levels --json | tee "${2:-$OUT/metrics.json}"
 }
