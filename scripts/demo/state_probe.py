@@ -1,0 +1,134 @@
+"""Two questions about a demo run that need its training state, not only the shipped file (CPU).
+
+    python scripts/demo/state_probe.py memorising STATE NETWORK TRAIN.zip HELDOUT.zip [--num 256]
+    python scripts/demo/state_probe.py averaging STATE HELDOUT.zip NETWORK [NETWORK...] [--num 300]
+
+STATE is a training state (`training-state.safetensors`, or a folder of the `part-*` pieces that the
+demo's chunks send back) and NETWORK the generator file sent back with it (its G_ema). TRAIN.zip
+holds the first images of the training set (`gsgan-dataset heads --count 300 --resolution 128
+--seed 0 --cameras orbit`: image i depends only on the seed and i); HELDOUT.zip held-out ones
+(`... --count 1000 --seed 1 ...`).
+
+memorising: is the discriminator learning its 30,000 training images by heart (so that more data
+would help)? Prints the state's D's logit (mean, spread, share above 0) on num training images,
+num held-out ones and num of NETWORK's, all on random background colours as in training. Memorising
+shows as training logits above held-out ones. About 6 minutes at num 256.
+
+averaging: does averaging the generator's weights over time help? Prints SWD x1e3 per band against
+num held-out images (as band_probe.py does) for the held-out floor, each NETWORK, the state's raw G
+(G_ema without the average) and, given several NETWORKs, the mean of their weights. About 7 minutes
+a row at num 300.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from gsgan_core.data.dataset import ImageDataset, composite  # noqa: E402
+from gsgan_core.errors import GsganError  # noqa: E402
+from gsgan_core.io.checkpoint import load_checkpoint  # noqa: E402
+from gsgan_core.metrics.command import fake_images, real_images  # noqa: E402
+from gsgan_core.metrics.swd import sliced_wasserstein  # noqa: E402
+from gsgan_core.models.discriminator import Discriminator  # noqa: E402
+from gsgan_core.train.loop import generate_images  # noqa: E402
+from gsgan_core.train.state import read_training_state  # noqa: E402
+
+
+def read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    parts = sorted(path.glob("part-*")) if path.is_dir() else []
+    if not parts:
+        return read_training_state(path)
+    with tempfile.NamedTemporaryFile(suffix=".safetensors") as whole:  # the pieces a chunk sends back
+        for part in parts:
+            whole.write(part.read_bytes())
+        whole.flush()
+        return read_training_state(whole.name)
+
+
+def load_from_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str) -> torch.nn.Module:
+    module.load_state_dict({k[len(prefix):]: v.float() for k, v in tensors.items() if k.startswith(prefix)})
+    return module.eval()
+
+
+def memorising(args) -> None:
+    tensors, info = read_state(args.state)
+    G = load_checkpoint(args.network)[0].eval()
+    train, heldout = ImageDataset(args.train), ImageDataset(args.heldout)
+    config, R, num = info["config"], heldout.resolution, args.num or 256
+    D = Discriminator(R, config["d_pose"], config["d_channel_base"], config["d_channel_max"], config["d_mbstd_group"])
+    D = load_from_state(D, tensors, "D.")
+    rng = torch.Generator().manual_seed(0)
+
+    def logits(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():  # batches of 32, so that minibatch-std groups look as in training
+            return torch.cat([D(images[i : i + 32], labels[i : i + 32]).logits for i in range(0, num, 32)])
+
+    rows = {}
+    for name, dataset in (("training", train), ("held-out", heldout)):
+        images, labels = zip(*(dataset[i] for i in range(num)))
+        rows[name] = logits(composite(torch.stack(images), torch.rand(num, 3, generator=rng)), torch.stack(labels))
+    labels, z = heldout.labels[:num], torch.randn(num, G.config.z_dim, generator=rng)
+    background = torch.rand(num, 1, 3, generator=rng)
+    with torch.no_grad():
+        fakes = torch.cat([generate_images(G, z[i : i + 32], None, labels[i : i + 32, None], background[i : i + 32], R)[0]
+                           for i in range(0, num, 32)])
+    rows["generated"] = logits(fakes, labels)
+    print(f"D's logits at {info['progress']['nimg'] / 1000:.1f} kimg, {num} images each")
+    for name, v in rows.items():
+        print(f"{name:10s} mean {v.mean():+.3f}  spread {v.std():.3f}  above 0 {(v > 0).float().mean():.3f}")
+
+
+def averaging(args) -> None:
+    tensors, _ = read_state(args.state)
+    heldout, num = ImageDataset(args.heldout), args.num or 300
+    R, labels = heldout.resolution, heldout.labels[:num]
+    reals = real_images(heldout, range(num), R)
+
+    def row(name: str, images: torch.Tensor) -> None:
+        levels = sliced_wasserstein(reals, images.clamp(-1, 1), device="cpu")["levels"]
+        print(f"{name[-44:]:44s} mean {sum(levels) / len(levels):6.2f} |", " / ".join(f"{v:6.1f}" for v in levels), flush=True)
+
+    print(f"SWD x1e3 per band (finest first), {num} images against {num} held-out ones")
+    row("held-out", real_images(heldout, range(num, 2 * num), R))
+    generators = [load_checkpoint(path)[0].eval() for path in args.networks]
+    for path, G in zip(args.networks, generators):
+        row(str(path), fake_images(G, labels, R, 0, "cpu"))
+    raw = load_from_state(load_checkpoint(args.networks[0])[0], tensors, "G.")
+    row("the state's raw G", fake_images(raw, labels, R, 0, "cpu"))
+    if len(generators) > 1:
+        mean = {k: sum(G.state_dict()[k] for G in generators) / len(generators) if v.is_floating_point() else v
+                for k, v in generators[0].state_dict().items()}
+        generators[0].load_state_dict(mean)
+        row(f"mean of the {len(generators)} networks' weights", fake_images(generators[0], labels, R, 0, "cpu"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="question", required=True)
+    p = sub.add_parser("memorising", help="D's logits on training, held-out and generated images")
+    p.add_argument("state", type=Path)
+    p.add_argument("network", type=Path)
+    p.add_argument("train", type=Path)
+    p.add_argument("heldout", type=Path)
+    p.add_argument("--num", type=int, help="images of each kind (default 256)")
+    p = sub.add_parser("averaging", help="SWD of networks, the raw G, and the networks' mean weights")
+    p.add_argument("state", type=Path)
+    p.add_argument("heldout", type=Path)
+    p.add_argument("networks", type=Path, nargs="+")
+    p.add_argument("--num", type=int, help="images (default 300; HELDOUT.zip needs twice as many)")
+    args = parser.parse_args()
+    try:
+        memorising(args) if args.question == "memorising" else averaging(args)
+    except (GsganError, OSError) as err:
+        sys.exit(f"state_probe: {err}")
+
+
+if __name__ == "__main__":
+    main()
