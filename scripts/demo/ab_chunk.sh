@@ -57,13 +57,15 @@ run=$DEMO_TMP/run-$win
 send_back "$run"
 cp $DEMO_TMP/run-A/log.jsonl "$OUT/log-A.jsonl"; cp $DEMO_TMP/run-B/log.jsonl "$OUT/log-B.jsonl"
 tail -c 600 "$run/stdout.log" | tr '\r' '\n' | tail -n 3
-if [ "${EVAL:-0}" = 1 ]; then rm -f "$OUT/gpu-monitor.csv"; fi  # 8 files at most: 3 state pieces, network, grid, 2 logs, metrics
-if [ "${EVAL:-0}" = 1 ]; then heldout_set; fi  # once, before the two evaluations run side by side
-if [ "${EVAL:-0}" = 1 ] && [ -f "$DEMO_TMP/run-$lose/network-latest.safetensors" ]; then
-    CUDA_VISIBLE_DEVICES=2 evaluate "$DEMO_TMP/run-$lose/network-latest.safetensors" "$DEMO_TMP/metrics-$lose.json" >/dev/null &
-    pl=$!
+if [ "${EVAL:-0}" = 1 ]; then
+    rm -f "$OUT/gpu-monitor.csv"  # 8 files at most: 3 state pieces, network, grid, 2 logs, metrics
+    heldout_set  # once, before the two evaluations run side by side
+    if [ -f "$DEMO_TMP/run-$lose/network-latest.safetensors" ]; then
+        CUDA_VISIBLE_DEVICES=2 evaluate "$DEMO_TMP/run-$lose/network-latest.safetensors" "$DEMO_TMP/metrics-$lose.json" >/dev/null &
+        pl=$!
+    fi
+    echo "arm $win (winner), held-out:"
+    CUDA_VISIBLE_DEVICES=0 evaluate "$run/network-latest.safetensors"
+    if [ -n "${pl:-}" ]; then wait $pl && echo "arm $lose, held-out:" && cat "$DEMO_TMP/metrics-$lose.json"; fi
 fi
-echo "arm $win (winner), held-out:"
-CUDA_VISIBLE_DEVICES=0 evaluate "$run/network-latest.safetensors"
-if [ -n "${pl:-}" ]; then wait $pl && echo "arm $lose, held-out:" && cat "$DEMO_TMP/metrics-$lose.json"; fi
 ls -la "$OUT" "$OUT/state"

@@ -23,6 +23,7 @@ a row at num 300.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 from pathlib import Path
@@ -100,7 +101,7 @@ def averaging(args) -> None:
     generators = [load_checkpoint(path)[0].eval() for path in args.networks]
     for path, G in zip(args.networks, generators):
         row(str(path), fake_images(G, labels, R, 0, "cpu"))
-    raw = load_from_state(load_checkpoint(args.networks[0])[0], tensors, "G.")
+    raw = load_from_state(copy.deepcopy(generators[0]), tensors, "G.")  # the same architecture, not read again
     row("the state's raw G", fake_images(raw, labels, R, 0, "cpu"))
     if len(generators) > 1:
         mean = {k: sum(G.state_dict()[k] for G in generators) / len(generators) if v.is_floating_point() else v
