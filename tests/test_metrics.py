@@ -21,20 +21,63 @@ def smooth_images(n, seed, frequency):
     return torch.sin(frequency * 6.28 * x[None, None, :, None] + phase) * torch.cos(6.28 * x[None, None, None, :])
 
 
-def test_pyramid_reconstructs_and_swd_ranks_distributions():
-    images = torch.randn(2, 3, 32, 32)
-    pyramid = laplacian_pyramid(images, 2)
-    assert [p.shape[-1] for p in pyramid] == [32, 16]
-    upsampled = torch.nn.functional.interpolate(pyramid[1], scale_factor=2, mode="bilinear", align_corners=False)
-    assert torch.allclose(pyramid[0] + upsampled, images, atol=1e-5)  # band-pass + low-pass = the image
-    a, b = smooth_images(16, 0, 2), smooth_images(16, 1, 2)
-    noisy = b + 0.5 * torch.randn_like(b)
+def textured_images(n, seed, frequency, noise=0.1):  # stripes plus fine noise: every pyramid band has content
+    g = torch.Generator().manual_seed(seed + 100)
+    return (0.8 * smooth_images(n, seed, frequency) + noise * torch.randn(n, 3, 32, 32, generator=g)).clamp(-1, 1)
+
+
+def _progan_pyramid_by_loops(image, levels):  # [H, W] -> finest first: the original's pyramid, written out
+    f = [1.0, 4.0, 6.0, 4.0, 1.0]
+    kernel = [[a * b / 256 for b in f] for a in f]
+
+    def convolve(x, gain):  # scipy.ndimage.convolve(mode="mirror"): index -1 reads 1, index n reads n - 2
+        n = len(x)
+        mirror = lambda i: -i if i < 0 else (2 * (n - 1) - i if i >= n else i)  # noqa: E731
+        return [[gain * sum(kernel[u][v] * x[mirror(r + u - 2)][mirror(c + v - 2)] for u in range(5) for v in range(5))
+                 for c in range(n)] for r in range(n)]
+
+    pyramid, current = [], image
+    for _ in range(levels - 1):
+        low = [row[::2] for row in convolve(current, 1.0)[::2]]
+        zeros = [[0.0] * len(current) for _ in current]
+        for r, row in enumerate(low):
+            for c, v in enumerate(row):
+                zeros[2 * r][2 * c] = v
+        up = convolve(zeros, 4.0)
+        pyramid.append([[a - b for a, b in zip(ra, rb)] for ra, rb in zip(current, up)])
+        current = low
+    return pyramid + [current]
+
+
+def test_pyramid_is_the_originals_and_swd_ranks_distributions():
+    images = torch.randn(2, 3, 8, 8)
+    pyramid = laplacian_pyramid(images, 3)
+    assert [p.shape[-1] for p in pyramid] == [8, 4, 2]
+    expected = _progan_pyramid_by_loops(images[1, 2].tolist(), 3)
+    for level, reference in zip(pyramid, expected):
+        assert torch.allclose(level[1, 2], torch.tensor(reference), atol=1e-5)
+    a, b = textured_images(16, 0, 2), textured_images(16, 1, 2)
     same = sliced_wasserstein(a, b)["mean"]
-    different = sliced_wasserstein(a, noisy)["mean"]
+    different = sliced_wasserstein(a, textured_images(16, 1, 6))["mean"]  # other stripes
     assert 0 <= same < different / 2
     assert sliced_wasserstein(a, b, seed=3)["mean"] != same  # random patches and projections depend on the seed
     with pytest.raises(ValueError):
         sliced_wasserstein(a, a[:8])
+    with pytest.raises(ValueError):
+        sliced_wasserstein(a, b, normalise="none")
+
+
+def test_swd_per_set_normalisation_ignores_contrast_and_joint_does_not():
+    a, b = textured_images(16, 0, 2), textured_images(16, 1, 2)
+    faint = 0.3 * b  # the same images at 30 % contrast
+    same, per_set = sliced_wasserstein(a, b)["mean"], sliced_wasserstein(a, faint)["mean"]
+    assert per_set == pytest.approx(same, rel=0.1)  # the original's per-set statistics rescale each set
+    joint_same, joint = (sliced_wasserstein(a, x, normalise="joint")["mean"] for x in (b, faint))
+    assert joint_same == pytest.approx(same, rel=0.2) and joint > 5 * joint_same  # one scale for both: it counts
+    # noise at 5x the amplitude: the joint variant sees it in every band, the original mostly in the coarse one
+    noisy = [sliced_wasserstein(a, textured_images(16, 1, 2, noise=0.5), normalise=n)["levels"]
+             for n in ("per-set", "joint")]
+    assert noisy[1][0] > 5 * noisy[0][0] and noisy[0][0] < 2 * sliced_wasserstein(a, b)["levels"][0]
 
 
 @pytest.mark.gpu
@@ -65,7 +108,12 @@ def test_metrics_command_swd_with_floor_and_fid_message(tmp_path, capsys):
     assert result["num"] == 4 and result["swd"] > result["swd_real_floor"] > 0
     assert len(result["swd_real_floor_levels"]) == len(result["swd_levels"]) == len(result["swd_resolutions"])
     assert result["swd_real_floor"] == pytest.approx(sum(result["swd_real_floor_levels"]) / len(result["swd_levels"]))
-    assert result["render_supersample"] == 1
+    assert result["render_supersample"] == 1 and result["swd_normalise"] == "per-set" and "swd_joint" not in result
+    assert metrics_main(["--network", str(ckpt), "--data", str(data), "--num", "4", "--json",
+                         "--swd-normalise", "both"]) == 0
+    both = json.loads(capsys.readouterr().out)
+    assert both["swd"] == result["swd"] and both["swd_real_floor"] == result["swd_real_floor"]
+    assert both["swd_joint"] != both["swd"] and len(both["swd_joint_real_floor_levels"]) == len(both["swd_levels"])
     # A generator trained on supersampled fakes (the checkpoint says so) is measured on them too.
     torch.manual_seed(0)
     boxed = tmp_path / "g-ss2.safetensors"

@@ -48,6 +48,9 @@ def metrics_command(argv: list[str] | None = None) -> int:
     parser.add_argument("--num", type=int, default=1000, help="images per set")
     parser.add_argument("--metrics", default="swd", help="comma-separated: swd, fid, levels (each hierarchy "
                         "level's share of the image, on 16 of the images; near 0 = a dead level)")
+    parser.add_argument("--swd-normalise", choices=["per-set", "joint", "both"], default="per-set",
+                        help="per-set: the original SWD's (each set's patches by its own statistics); joint: one "
+                        "normalisation for both sets, stricter about contrast; both: the two, the joint one as swd_joint*")
     parser.add_argument("--fid-weights", default="", help="local FID Inception weights (.pth or .safetensors)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
@@ -85,10 +88,15 @@ def metrics_command(argv: list[str] | None = None) -> int:
             fakes = fake_images(G, dataset.labels[order[:num]], resolution, args.seed, device,
                                 supersample=supersample)
         if "swd" in wanted:
-            swd = sliced_wasserstein(reals_a, fakes, seed=args.seed, device=device)
-            floor = sliced_wasserstein(reals_a, reals_b, seed=args.seed, device=device)
-            results.update(swd=swd["mean"], swd_levels=swd["levels"], swd_real_floor=floor["mean"],
-                           swd_real_floor_levels=floor["levels"], swd_resolutions=swd["resolutions"])
+            variants = {"per-set": [("swd", "per-set")], "joint": [("swd", "joint")],
+                        "both": [("swd", "per-set"), ("swd_joint", "joint")]}[args.swd_normalise]
+            results["swd_normalise"] = variants[0][1]
+            for key, normalise in variants:
+                swd = sliced_wasserstein(reals_a, fakes, seed=args.seed, device=device, normalise=normalise)
+                floor = sliced_wasserstein(reals_a, reals_b, seed=args.seed, device=device, normalise=normalise)
+                results.update({key: swd["mean"], f"{key}_levels": swd["levels"], f"{key}_real_floor": floor["mean"],
+                                f"{key}_real_floor_levels": floor["levels"]})
+            results["swd_resolutions"] = swd["resolutions"]
         if "levels" in wanted:
             from gsgan_core.metrics.levels import generator_level_contributions
             from gsgan_core.models.generator import z_from_seeds

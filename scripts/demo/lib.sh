@@ -83,10 +83,11 @@ heldout_set() {
 }
 
 # evaluate NETWORK [FILE]: with EVAL=1, the held-out metrics into FILE (default $OUT/metrics.json): SWD of
-# 5,000 generated images vs 5,000 held-out ones, the real-vs-real floor, each level's share.
+# 5,000 generated images vs 5,000 held-out ones and the real-vs-real floor, under both normalisations
+# (swd*: the original SWD's; swd_joint*: the stricter one; metrics/swd.py), each level's share.
 evaluate() {
     [ "${EVAL:-0}" = 1 ] || return 0
     heldout_set
     cli metrics --network "$1" --data "$DEMO_TMP/heads${RES:-128}-heldout.zip" --num "${EVAL_NUM:-5000}" \
-        --metrics swd,levels --json | tee "${2:-$OUT/metrics.json}"
+        --metrics swd,levels --swd-normalise both --json | tee "${2:-$OUT/metrics.json}"
 }
