@@ -96,15 +96,25 @@ def test_fid_without_weights_says_so(tmp_path):
     assert "--fid-weights" in str(caught.value) or "pytorch-fid" in str(caught.value)
 
 
-def test_metrics_command_swd_with_floor_and_fid_message(tmp_path, capsys):
+def test_metrics_command_swd_with_floor_and_fid_message(tmp_path, capsys, monkeypatch):
     data = tmp_path / "heads.zip"
     make_heads_dataset(data, 8, 16, seed=0, processes=1, progress=False)
     torch.manual_seed(0)
     ckpt = tmp_path / "g.safetensors"
     save_checkpoint(ckpt, Generator(preset("tiny", image_resolution=16)),
                     dataset={"name": "heads", "resolution": 16})
+    import gsgan_core.io.checkpoint as checkpoint_module
+
+    def chatty_load(*args, **kwargs):  # like gsplat, whose first use prints its build message on stdout
+        print("gsplat: CUDA extension has been set up successfully")
+        return load(*args, **kwargs)
+
+    load = checkpoint_module.load_checkpoint
+    monkeypatch.setattr(checkpoint_module, "load_checkpoint", chatty_load)
     assert metrics_main(["--network", str(ckpt), "--data", str(data), "--num", "4", "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)  # only the JSON object: what the work printed went to stderr
+    assert "set up successfully" in captured.err
     assert result["num"] == 4 and result["swd"] > result["swd_real_floor"] > 0
     assert len(result["swd_real_floor_levels"]) == len(result["swd_levels"]) == len(result["swd_resolutions"])
     assert result["swd_real_floor"] == pytest.approx(sum(result["swd_real_floor_levels"]) / len(result["swd_levels"]))

@@ -7,6 +7,7 @@ with this many images.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -61,6 +62,22 @@ def metrics_command(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"gsgan-metrics: unknown metric(s) {unknown}; known: swd, fid, levels", file=sys.stderr)
         return 2
+    # With --json, stdout carries the one JSON object: what the work prints (gsplat's first-use build
+    # message, for one) goes to stderr.
+    results: dict = {}
+    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+        status = _measure(args, wanted, results)
+    if status:
+        return status
+    if args.json:
+        print(json.dumps(results))
+    else:
+        for key, value in results.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def _measure(args, wanted: list[str], results: dict) -> int:  # fills results; 1 after a GsganError
     try:
         from gsgan_core.data.dataset import ImageDataset, check_dataset
         from gsgan_core.io.checkpoint import load_checkpoint
@@ -81,7 +98,7 @@ def metrics_command(argv: list[str] | None = None) -> int:
         num = min(args.num, len(dataset) // 2)
         # Rendered as in training: a generator trained on box-filtered fakes is judged on them too.
         supersample = int(info.training.get("render_supersample", 1))
-        results = {"num": num, "resolution": resolution, "render_supersample": supersample}
+        results.update(num=num, resolution=resolution, render_supersample=supersample)
         if {"swd", "fid"} & set(wanted):
             reals_a = real_images(dataset, order[:num], resolution)
             reals_b = real_images(dataset, order[num : 2 * num], resolution)
@@ -111,9 +128,4 @@ def metrics_command(argv: list[str] | None = None) -> int:
     except GsganError as err:
         print(f"gsgan-metrics: {err}", file=sys.stderr)
         return 1
-    if args.json:
-        print(json.dumps(results))
-    else:
-        for key, value in results.items():
-            print(f"{key}: {value}")
     return 0
