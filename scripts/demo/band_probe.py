@@ -3,7 +3,8 @@
     python scripts/demo/band_probe.py assets/heads128.safetensors HELDOUT.zip [--num 400] [--rows levels]
 
 HELDOUT.zip needs 2 x num images (`gsgan-dataset heads --count 1000 --resolution 128 --seed 1
---cameras orbit`). Prints SWD per band (finest first, x1e3) against the first num held-out images for:
+--cameras orbit`). Prints SWD per band (finest first, x1e3; the joint normalisation, which keeps differences
+in contrast: gsgan_core/metrics/swd.py) against the first num held-out images for:
 the other num held-out images (the floor), the generator's images, those images sharpened (unsharp
 mask), the held-out images blurred, and the generator's images rendered with supersampling. If
 sharpening the fakes lowers the finest band and blurring the reals raises it towards the fakes',
@@ -78,7 +79,8 @@ def main() -> None:
     fakes = fake_images(G, labels, R, 0, args.device)
 
     def row(name: str, images: torch.Tensor) -> None:
-        swd = sliced_wasserstein(reals_a, images.clamp(-1, 1), device=args.device)
+        # joint: the variant that sees a difference in contrast, which is what this probe asks about
+        swd = sliced_wasserstein(reals_a, images.clamp(-1, 1), device=args.device, normalise="joint")
         if name == "held-out vs held-out":  # the first row names the bands
             print(f"SWD x1e3 per band ({' / '.join(f'{r} px' for r in swd['resolutions'])}), {args.num} images")
         print(f"{name:28s}", " / ".join(f"{v:6.1f}" for v in swd["levels"]), flush=True)

@@ -93,7 +93,8 @@ def averaging(args) -> None:
     reals = real_images(heldout, range(num), R)
 
     def row(name: str, images: torch.Tensor) -> None:
-        levels = sliced_wasserstein(reals, images.clamp(-1, 1), device="cpu")["levels"]
+        # joint, the variant its recorded numbers used (assets/README.md, "The SWD's definition")
+        levels = sliced_wasserstein(reals, images.clamp(-1, 1), device="cpu", normalise="joint")["levels"]
         print(f"{name[-44:]:44s} mean {sum(levels) / len(levels):6.2f} |", " / ".join(f"{v:6.1f}" for v in levels), flush=True)
 
     print(f"SWD x1e3 per band (finest first), {num} images against {num} held-out ones")
