@@ -84,7 +84,7 @@ def test_swd_per_set_normalisation_ignores_contrast_and_joint_does_not():
 def test_swd_on_cuda_matches_cpu():
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA: torch.cuda.is_available() is False on this machine")
-    a, b = smooth_images(16, 0, 2), smooth_images(16, 1, 3)
+    a, b = textured_images(16, 0, 2), textured_images(16, 1, 3)  # every band has content to normalise
     cpu = sliced_wasserstein(a, b, seed=1)
     gpu = sliced_wasserstein(a, b, seed=1, device="cuda")  # same patches and projections (CPU generator)
     assert gpu["levels"] == pytest.approx(cpu["levels"], rel=1e-3)
