@@ -76,10 +76,11 @@ PY
     cp "$1/fakes-final.png" "$OUT/fakes-latest.png"
 }
 
-# heldout_set: renders the held-out set (seed 1, never seen in training) once per machine, for evaluate.
+# heldout_set: renders the held-out set (seed 1, never seen in training) once per machine into
+# $HELDOUT, for evaluate.
 heldout_set() {
-    local heldout=$DEMO_TMP/heads${RES:-128}-heldout.zip
-    [ -f "$heldout" ] || cli dataset heads --count "${HELDOUT_COUNT:-10000}" --resolution "${RES:-128}" --seed 1 --cameras orbit --jobs 0 --out "$heldout" | tail -n 1
+    HELDOUT=$DEMO_TMP/heads${RES:-128}-heldout.zip
+    [ -f "$HELDOUT" ] || cli dataset heads --count "${HELDOUT_COUNT:-10000}" --resolution "${RES:-128}" --seed 1 --cameras orbit --jobs 0 --out "$HELDOUT" | tail -n 1
 }
 
 # evaluate NETWORK [FILE]: with EVAL=1, the held-out metrics into FILE (default $OUT/metrics.json): SWD of
@@ -88,6 +89,6 @@ heldout_set() {
 evaluate() {
     [ "${EVAL:-0}" = 1 ] || return 0
     heldout_set
-    cli metrics --network "$1" --data "$DEMO_TMP/heads${RES:-128}-heldout.zip" --num "${EVAL_NUM:-5000}" \
+    cli metrics --network "$1" --data "$HELDOUT" --num "${EVAL_NUM:-5000}" \
         --metrics swd,levels --swd-normalise both --json | tee "${2:-$OUT/metrics.json}"
 }
