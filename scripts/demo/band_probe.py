@@ -1,12 +1,14 @@
 """What the demo's finest SWD band measures: is the generator too blurry or too noisy at 128 px?
 
     python scripts/demo/band_probe.py assets/heads128.safetensors HELDOUT.zip [--num 400] [--rows levels]
+        [--swd-normalise per-set]
 
 HELDOUT.zip needs 2 x num images (`gsgan-dataset heads --count 1000 --resolution 128 --seed 1
---cameras orbit`). Prints SWD per band (finest first, x1e3; the joint normalisation, which keeps differences
-in contrast: gsgan_core/metrics/swd.py) against the first num held-out images for:
-the other num held-out images (the floor), the generator's images, those images sharpened (unsharp
-mask), the held-out images blurred, and the generator's images rendered with supersampling. If
+--cameras orbit`). Prints SWD per band (finest first, x1e3; by default the joint normalisation, which
+keeps differences in contrast; `--swd-normalise per-set` for the original's definition, which scales
+them away: gsgan_core/metrics/swd.py) against the first num held-out images for: the other num
+held-out images (the floor), the generator's images, those images sharpened (unsharp mask) and
+blurred, the held-out images blurred, and the generator's images rendered with supersampling. If
 sharpening the fakes lowers the finest band and blurring the reals raises it towards the fakes',
 the fakes lack fine detail rather than carry noise. About 20 minutes on 2 CPU cores at num 400.
 
@@ -66,6 +68,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--rows", choices=["sharpness", "levels"], default="sharpness",
                         help="sharpness: sharpened and blurred images; levels: clamped colours, levels left out")
+    parser.add_argument("--swd-normalise", choices=["joint", "per-set"], default="joint",
+                        help="joint (default: sees contrast, what this probe asks about) or per-set (the original's)")
     args = parser.parse_args()
     dataset = ImageDataset(args.heldout)
     if len(dataset) < 2 * args.num:
@@ -79,10 +83,10 @@ def main() -> None:
     fakes = fake_images(G, labels, R, 0, args.device)
 
     def row(name: str, images: torch.Tensor) -> None:
-        # joint: the variant that sees a difference in contrast, which is what this probe asks about
-        swd = sliced_wasserstein(reals_a, images.clamp(-1, 1), device=args.device, normalise="joint")
+        swd = sliced_wasserstein(reals_a, images.clamp(-1, 1), device=args.device, normalise=args.swd_normalise)
         if name == "held-out vs held-out":  # the first row names the bands
-            print(f"SWD x1e3 per band ({' / '.join(f'{r} px' for r in swd['resolutions'])}), {args.num} images")
+            bands = " / ".join(f"{r} px" for r in swd["resolutions"])
+            print(f"SWD x1e3 per band ({bands}), {args.num} images, {args.swd_normalise} normalisation")
         print(f"{name:28s}", " / ".join(f"{v:6.1f}" for v in swd["levels"]), flush=True)
 
     row("held-out vs held-out", reals_b)
@@ -97,6 +101,7 @@ def main() -> None:
         return
     for amount in (0.5, 1.0):
         row(f"generated, unsharp {amount}", fakes + amount * (fakes - blur_images(fakes, 0.7)))
+    row("generated, blur 0.4 px", blur_images(fakes, 0.4))
     for sigma in (0.4, 0.6):
         row(f"held-out, blur {sigma} px", blur_images(reals_b, sigma))
     row("generated, supersample 2", fake_images(G, labels, R, 0, args.device, supersample=2))

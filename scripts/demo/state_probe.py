@@ -15,9 +15,9 @@ num held-out ones and num of NETWORK's, all on random background colours as in t
 shows as training logits above held-out ones. About 6 minutes at num 256.
 
 averaging: does averaging the generator's weights over time help? Prints SWD x1e3 per band against
-num held-out images (as band_probe.py does) for the held-out floor, each NETWORK, the state's raw G
-(G_ema without the average) and, given several NETWORKs, the mean of their weights. About 7 minutes
-a row at num 300.
+num held-out images, with the original's definition and the joint variant, for the held-out floor,
+each NETWORK, the state's raw G (G_ema without the average) and, given several NETWORKs, the mean of
+their weights. About 7 minutes a row at num 300.
 """
 
 from __future__ import annotations
@@ -93,11 +93,16 @@ def averaging(args) -> None:
     reals = real_images(heldout, range(num), R)
 
     def row(name: str, images: torch.Tensor) -> None:
-        # joint, the variant its recorded numbers used (assets/README.md, "The SWD's definition")
-        levels = sliced_wasserstein(reals, images.clamp(-1, 1), device="cpu", normalise="joint")["levels"]
-        print(f"{name[-44:]:44s} mean {sum(levels) / len(levels):6.2f} |", " / ".join(f"{v:6.1f}" for v in levels), flush=True)
+        # Both definitions: the original's (per-set), the headline since 5,155 kimg, and the joint
+        # variant, the one this probe's recorded numbers used (assets/README.md, "The SWD's definition").
+        cells = []
+        for normalise in ("per-set", "joint"):
+            levels = sliced_wasserstein(reals, images.clamp(-1, 1), device="cpu", normalise=normalise)["levels"]
+            cells.append(f"{sum(levels) / len(levels):6.2f} : " + " / ".join(f"{v:5.1f}" for v in levels))
+        print(f"{name[-44:]:44s} | " + " | ".join(cells), flush=True)
 
-    print(f"SWD x1e3 per band (finest first), {num} images against {num} held-out ones")
+    print(f"SWD x1e3, mean : per band (finest first), {num} images against {num} held-out ones")
+    print(f"{'':44s} | {'original (per-set normalisation)':41s} | joint normalisation")
     row("held-out", real_images(heldout, range(num, 2 * num), R))
     generators = [load_checkpoint(path)[0].eval() for path in args.networks]
     for path, G in zip(args.networks, generators):
