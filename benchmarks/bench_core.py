@@ -1,6 +1,6 @@
 """Generator + rasterizer speed and peak memory for the reference presets, on one CUDA GPU.
 
-    python benchmarks/bench_core.py [--out DIR] [--iters 50]
+    python benchmarks/bench_core.py [--out DIR] [--iters 50] [--presets ffhq256,ffhq512]
 
 For ffhq256 at 256x256 and ffhq512 at 512x512, batch 1 and 8, random weights (layerscales
 switched on so every block works as after training): the time to generate Gaussians from w
@@ -60,7 +60,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("out"))
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile modes")
+    parser.add_argument("--presets", default=",".join(name for name, _ in CASES),
+                        help="comma-separated, from " + ", ".join(name for name, _ in CASES))
     args = parser.parse_args()
+    chosen = args.presets.split(",")
+    unknown = sorted(set(chosen) - {name for name, _ in CASES})
+    if unknown:
+        parser.error(f"--presets: unknown {', '.join(unknown)}")
     if not torch.cuda.is_available():
         print("bench_core needs a CUDA GPU", file=sys.stderr)
         return 2
@@ -71,7 +77,7 @@ def main() -> int:
 
     results = []
     compile_s: dict[str, float] = {}
-    for name, resolution in CASES:
+    for name, resolution in [case for case in CASES if case[0] in chosen]:
         torch.manual_seed(0)
         generator = randomize_layer_scales(Generator(preset(name))).to(device).eval().requires_grad_(False)
         for batch in BATCHES:

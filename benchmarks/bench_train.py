@@ -8,7 +8,8 @@
    discriminator forward+backward, R1 double-backward; FLOPs of G and D forward (FlopCounterMode).
 3. The real training loop (`gsgan_core.train.train`, reference hyperparameters, lazy R1 every 16 steps)
    for --steps steps; per-step wall times come from its JSONL log (the loop synchronises every step).
-   Reports images/s and kimg/hour with and without the R1 steps counted, and peak GPU memory.
+   Reports images/s and kimg/hour with and without the R1 steps counted, and peak GPU memory; the
+   D and R1 components also report their peak memory on their first call and once warm.
 4. Floor: the sum of the component times a step must run (2x G forward, 1x G backward, 3 renders,
    2 render backwards, D on 3 batches with backward) and the FLOP floor at the device's TF32 peak.
 
@@ -62,6 +63,22 @@ def median_ms(fn, device, iters: int, warmup: int = 3) -> float:
     return statistics.median(samples)
 
 
+def peak_gb(fn, device) -> float:
+    """GPU memory one call of fn allocates at its peak, above what was allocated before it (NaN on CPU).
+
+    Its first call also holds cuDNN's algorithm search (cudnn.benchmark tries each candidate with its
+    workspace): measured once before a component's warm-up and once after, the two tell that apart
+    from the tensors the call itself keeps alive."""
+    if device.type != "cuda":
+        return float("nan")
+    sync(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    sync(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**30
+
+
 def forward_flops(fn) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -107,14 +124,18 @@ def components(preset_name: str, resolution: int, batch: int, device: torch.devi
         result = D(fakes, labels)
         (result.logits.mean() + losses.infonce_pose_loss(result.image_pose, result.camera_pose)).backward()
 
+    out["D_step_first_call_peak_gb"] = peak_gb(d_step, device)
     out["D_forward_backward_ms"] = median_ms(d_step, device, iters)
+    out["D_step_peak_gb"] = peak_gb(d_step, device)
 
     def r1_step():
         reals = fakes.detach().requires_grad_(True)
         logits = D(reals, labels).logits
         losses.r1_penalty(reals, logits).mean().backward()
 
+    out["D_r1_first_call_peak_gb"] = peak_gb(r1_step, device)
     out["D_r1_ms"] = median_ms(r1_step, device, iters)
+    out["D_r1_peak_gb"] = peak_gb(r1_step, device)
     if device.type == "cuda":  # where the R1 double backward spends its time, for the log
         from torch.profiler import ProfilerActivity, profile
 
@@ -230,6 +251,8 @@ def main() -> int:
         ("images/s (no R1 / R1 counted)", f"{run['images_per_s_no_r1']:.1f} / {run['images_per_s_with_r1']:.1f}"),
         ("kimg/hour (no R1 / R1 counted)", f"{run['kimg_per_hour_no_r1']:.1f} / {run['kimg_per_hour_with_r1']:.1f}"),
         ("peak GPU memory (GB)", f"{run['peak_gpu_mem_gb']:.2f}"),
+        ("D step peak GB: first call / warm", f"{parts['D_step_first_call_peak_gb']:.2f} / {parts['D_step_peak_gb']:.2f}"),
+        ("R1 step peak GB: first call / warm", f"{parts['D_r1_first_call_peak_gb']:.2f} / {parts['D_r1_peak_gb']:.2f}"),
         ("G forward (ms)", f"{parts['G_forward_ms']:.1f}"),
         ("render fwd / fwd+bwd (ms)", f"{parts['render_forward_ms']:.1f} / {parts['render_forward_backward_ms']:.1f}"),
         ("G+render fwd+bwd (ms)", f"{parts['G_render_forward_backward_ms']:.1f}"),
