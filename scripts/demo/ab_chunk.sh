@@ -3,9 +3,9 @@
 # each, with two R1 gammas; send back the state of the arm with the lower in-training SWD (mean of
 # its last two snapshots), both logs, and with EVAL=1 the held-out metrics of both (the winner's in
 # metrics.json, the other's in the output only: $OUT brings back 8 files). LR_SCALES
-# (default "1 1") scales both learning rates of each arm; SUPERSAMPLES (default "1 1") sets each arm's
-# --render-supersample; D_SIZES (default "32768:160 32768:160") each arm's discriminator channel
-# base:max; EMA_KIMGS (default "40 40") each arm's G_ema half-life in kimg; NEW_DS (default "0 0")
+# (default "0.04 0.04", train_chunk.sh's LR_SCALE) scales both learning rates of each arm;
+# SUPERSAMPLES (default "1 1") sets each arm's --render-supersample; D_SIZES (default
+# "32768:160 32768:160") each arm's discriminator channel base:max; EMA_KIMGS (default "40 40") each arm's G_ema half-life in kimg; NEW_DS (default "0 0")
 # 1 for an arm that keeps the state's G and starts a new D of its size (lib.sh's train_demo, NEW_D);
 # that copy spends a whole chunk learning D alone (400 kimg), so a new D is better started with
 # train_chunk.sh (NEW_D=1, assets/README.md) than compared here.
@@ -16,7 +16,7 @@
 set -euo pipefail
 MINUTES=${1:?}
 read -r GA GB <<<"${GAMMAS:?GAMMAS='GAMMA_A GAMMA_B'}"
-read -r LA LB <<<"${LR_SCALES:-1 1}"
+read -r LA LB <<<"${LR_SCALES:-0.04 0.04}"
 read -r SA SB <<<"${SUPERSAMPLES:-1 1}"
 read -r DA DB <<<"${D_SIZES:-32768:160 32768:160}"
 read -r NA NB <<<"${NEW_DS:-0 0}"

@@ -20,7 +20,7 @@ PRESET=${PRESET:-heads128}
 RES=${RES:-128}
 COUNT=${COUNT:-30000}           # training images (seed 0); the held-out set is seed 1
 ANCHOR_FLOOR=${ANCHOR_FLOOR:-0.5}  # --g-anchor-floor-pixels: a guard since run 3 (run 4 = run 3 + equalised-lr layers)
-R1_GAMMA=${R1_GAMMA:-20}        # --r1-gamma: run 4 used 1 (GSGAN's) to 707 kimg, 3 to 899, 10 to 4,547, then 20 (assets/README.md)
+R1_GAMMA=${R1_GAMMA:-40}        # --r1-gamma: run 4 used 1 (GSGAN's) to 707 kimg, 3 to 899, 10 to 4,547, 20 to 6,328, then 40 (assets/README.md)
 LR_SCALE=${LR_SCALE:-0.04}      # both learning rates x this: run 4 used 1 to 1,232 kimg, 0.4 to 5,704, 0.1, then 0.04 (assets/README.md)
 SUPERSAMPLE=${SUPERSAMPLE:-1}   # --render-supersample: 1 (2, switched on at 1,554 kimg, lost: assets/README.md)
 D_BASE=${D_BASE:-32768}         # --d-channel-base and --d-channel-max: a resumed state must match them; run 4 used
