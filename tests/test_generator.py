@@ -12,6 +12,7 @@ from gsgan_core.models.generator import (
     generate,
     interpolate_ws,
     mix_levels,
+    modulate_state_dict,
     quat_to_rotmat,
     z_from_seeds,
 )
@@ -351,3 +352,32 @@ def test_anchor_floor_off_by_default_and_validated():
         assert PRESETS[name].anchor_floor_pixels == 0.0  # the presets follow GSGAN
     with pytest.raises(ConfigError, match="anchor_floor_pixels"):
         preset("tiny", anchor_floor_pixels=-1.0)
+
+
+def test_modulating_more_levels_keeps_the_trained_generator_exactly():
+    import dataclasses
+
+    plain = random_generator("tiny", seed=3)  # levels 2 and 3 plain
+    with torch.no_grad():  # trained-looking plain norms, not their initial (1, 0)
+        for name, value in plain.named_parameters():
+            if name.endswith((".gamma", ".beta")):
+                value.add_(0.2 * torch.randn_like(value))
+    wider_config = dataclasses.replace(plain.config, modulated=(True, True, True, True))
+    wider = Generator(wider_config).eval()
+    wider.load_state_dict(modulate_state_dict(plain.state_dict(), plain.config, wider_config))  # strict
+    assert wider_config.num_ws == plain.config.num_ws + 4
+    z = z_from_seeds([0, 1], plain.config.z_dim)
+    with torch.no_grad():
+        before, after = plain(z), wider(z)
+    for name in ("means", "log_scales", "quats", "opacity_logits", "sh_dc"):
+        torch.testing.assert_close(getattr(after, name), getattr(before, name), rtol=0, atol=1e-5)
+
+    with torch.no_grad():  # ... and the new weights make w matter at level 3
+        wider.levels[3].blocks[0].norm1.affine.weight.normal_()
+        moved = wider(z)
+    assert not torch.allclose(moved.means, after.means)
+
+    with pytest.raises(ConfigError, match="cannot become plain"):
+        modulate_state_dict(wider.state_dict(), wider_config, plain.config)
+    with pytest.raises(ConfigError, match="only in `modulated`"):
+        modulate_state_dict(plain.state_dict(), plain.config, dataclasses.replace(wider_config, knn_k=4))

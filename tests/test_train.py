@@ -175,6 +175,60 @@ def test_resume_new_d_keeps_the_generator_and_starts_a_bigger_discriminator(head
     assert not torch.equal(moved.G.state_dict()["mapping.layers.0.weight"], warm.G.state_dict()["mapping.layers.0.weight"])
 
 
+def test_resume_modulate_widens_a_trained_generator_exactly_and_keeps_its_adam_state(heads, tmp_path):
+    import dataclasses
+
+    from gsgan_core.train.state import modulate_training_state
+
+    run = tmp_path / "run"
+    train(tiny_config(heads, run, max_steps=2))  # tiny: levels 0-1 modulated, 2-3 plain
+    old_config, _ = load_checkpoint(run / "network-latest.safetensors")
+    old_config = old_config.config
+    new_config = dataclasses.replace(old_config, modulated=(True, True, True, True))
+    tensors, info = read_training_state(run)
+    wide, wide_info = modulate_training_state(tensors, info, old_config, new_config)
+
+    def networks(config, state, name):
+        G = Generator(config).eval()
+        G.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")})  # strict
+        return G
+
+    z, c = torch.randn(2, old_config.z_dim), torch.randn(2, old_config.c_dim)
+    with torch.no_grad():
+        for name in ("G", "G_ema"):
+            before, after = networks(old_config, tensors, name)(z, c), networks(new_config, wide, name)(z, c)
+            torch.testing.assert_close(after.means, before.means, rtol=0, atol=1e-5)
+            torch.testing.assert_close(after.sh_dc, before.sh_dc, rtol=0, atol=1e-5)
+    with torch.device("meta"):
+        old_names = [n for n, _ in Generator(old_config).named_parameters()]
+        new_names = [n for n, _ in Generator(new_config).named_parameters()]
+    for name in ("mapping.layers.0.weight", "levels.3.render_head.color.weight"):  # moments follow their weights
+        assert torch.equal(wide[f"opt_G.{new_names.index(name)}.exp_avg_sq"],
+                           tensors[f"opt_G.{old_names.index(name)}.exp_avg_sq"])
+    new_weight = new_names.index("levels.3.blocks.0.norm1.affine.weight")
+    assert not any(k.startswith(f"opt_G.{new_weight}.") for k in wide)  # Adam starts it from zero
+    assert wide_info["param_groups"]["opt_G"][0]["params"] == list(range(len(new_names)))
+
+    # from the command line's flags: refused without --resume-modulate, and it only adds levels
+    with pytest.raises(TrainingError, match="g_modulated.*--resume-modulate w-modulates"):
+        train(tiny_config(heads, run, max_steps=1, resume=str(run), g_modulated="1,1,1,1"))
+    with pytest.raises(TrainingError, match="cannot become plain: pass --g-modulated 1,1,0,0"):
+        train(tiny_config(heads, run, max_steps=1, resume=str(run), g_modulated="1,0,1,1", resume_modulate=True))
+    with pytest.raises(ConfigError, match="0 or 1"):
+        tiny_config(heads, run, g_modulated="1,1,2,1")
+    widened = train(tiny_config(heads, run, max_steps=1, resume=str(run), g_modulated="1,1,1,1", resume_modulate=True))
+    assert widened.step == 3 and widened.G.config.modulated == (True, True, True, True)
+    assert widened.G.levels[3].blocks[0].norm1.affine.weight.abs().sum() > 0  # the new weights train
+    assert read_training_state(run)[1]["config"]["g_modulated"] == "1,1,1,1"
+    with pytest.raises(TrainingError, match="pass --g-modulated 1,1,1,1"):  # the widened state keeps its levels
+        train(tiny_config(heads, run, max_steps=1, resume=str(run)))
+    assert train(tiny_config(heads, run, max_steps=1, resume=str(run), g_modulated="1,1,1,1")).step == 4
+    # the preset's own levels, spelt out, are the same generator as the empty default
+    train(tiny_config(heads, tmp_path / "plain", max_steps=1))
+    assert train(tiny_config(heads, tmp_path / "plain", max_steps=1, resume=str(tmp_path / "plain"),
+                             g_modulated="1,1,0,0")).step == 2
+
+
 def test_a_state_from_before_a_model_field_existed_resumes_with_its_default(heads, tmp_path):
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file

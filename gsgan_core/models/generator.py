@@ -15,6 +15,7 @@ Each level has two heads: an *anchor* head whose Gaussians are the parents of th
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import NamedTuple, Sequence
 
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gsgan_core.errors import ConfigError
 from gsgan_core.gaussians import BACKGROUND_LEVEL, Gaussians, quat_to_rotmat
 from gsgan_core.models.config import GeneratorConfig, level0_log_scale
 from gsgan_core.models.layers import Block, EqualLinear, Norm, LayerScale, Upsample
@@ -379,6 +381,35 @@ def randomize_layer_scales(generator: Generator, std: float = 0.3) -> Generator:
                 for p in module.parameters():
                     p.normal_(0, std)
     return generator
+
+
+def modulate_state_dict(state: dict[str, Tensor], old: GeneratorConfig, new: GeneratorConfig) -> dict[str, Tensor]:
+    """A generator state dict of config `old` as one of config `new`, which w-modulates more levels.
+
+    Widening a trained generator: each newly modulated Norm gets affine weight 0 and bias
+    (gamma - 1, beta), each newly modulated LayerScale to_scale weight 0 and bias = its scale, so the
+    new generator draws exactly what the old one did until training moves the new weights. Every
+    other tensor is kept. ConfigError if the configs differ in anything else or un-modulate a level.
+    """
+    if dataclasses.replace(old, modulated=new.modulated) != new:
+        raise ConfigError("modulate_state_dict: the two generator configs may differ only in `modulated`")
+    out = dict(state)
+    for level, (was, now) in enumerate(zip(old.modulated, new.modulated)):
+        if was and not now:
+            raise ConfigError(f"level {level} is w-modulated in the saved generator: it cannot become plain")
+        if was or not now:
+            continue
+        for block in range(old.level0_layers if level == 0 else 1):
+            prefix = f"levels.{level}.blocks.{block}."
+            for norm in ("norm1", "norm2"):
+                gamma, beta = out.pop(f"{prefix}{norm}.gamma"), out.pop(f"{prefix}{norm}.beta")
+                out[f"{prefix}{norm}.affine.weight"] = gamma.new_zeros(2 * gamma.numel(), new.w_dim)
+                out[f"{prefix}{norm}.affine.bias"] = torch.cat([gamma - 1, beta])  # EqualLinear's bias gain is 1
+            for scale in ("ls1", "ls2"):
+                value = out.pop(f"{prefix}{scale}.scale")
+                out[f"{prefix}{scale}.to_scale.weight"] = value.new_zeros(value.numel(), new.w_dim)
+                out[f"{prefix}{scale}.to_scale.bias"] = value
+    return out
 
 
 def interpolate_ws(ws_a: Tensor, ws_b: Tensor, t: float) -> Tensor:

@@ -22,6 +22,7 @@ class TrainConfig:
     outdir: str = ""  # snapshots, training state and the log go here
     resume: str = ""  # a training-state .safetensors (or a run folder holding one) to continue from
     resume_new_d: bool = False  # with --resume: keep G, G_ema, G's optimiser and the progress, start a new discriminator (its --d-* flags may differ: a bigger D for a trained G)
+    resume_modulate: bool = False  # with --resume: --g-modulated may w-modulate levels the state's G has plain; they start as exact copies of the plain blocks (w-weights 0), their new weights with fresh Adam moments
 
     # --- model
     preset: str = "ffhq256"  # generator preset: tiny | heads128 | ffhq256 | ffhq512
@@ -31,6 +32,7 @@ class TrainConfig:
     g_soft_clamp: bool = False  # CGS-GAN's 20 tanh(0.05 v) on head outputs
     g_anchor_floor_pixels: float = 0.0  # > 0: anchors' scales stay above this many pixels (0 = GSGAN)
     g_view_dependent_color: bool = True  # GSGAN: render colour sees the view direction (CGS-GAN: False)
+    g_modulated: str = ""  # which levels' blocks are w-modulated, one 0 or 1 per level (e.g. 1,1,1,1,1); empty = the preset's (GSGAN: levels 0-2)
     d_pose: str = "contrastive"  # contrastive (GSGAN) | projection (EG3D, CGS-GAN) | none
     d_channel_base: int = 32768  # D channels at resolution r: min(base / r, max)
     d_channel_max: int = 512  # see d_channel_base
@@ -99,6 +101,10 @@ class TrainConfig:
             raise ConfigError("--max-steps and --max-minutes must be >= 0 (0 = no limit)")
         if self.resume_new_d and not self.resume:
             raise ConfigError("--resume-new-d keeps the generator of a --resume state: pass --resume too")
+        if self.resume_modulate and not self.resume:
+            raise ConfigError("--resume-modulate widens the generator of a --resume state: pass --resume too")
+        if self.g_modulated and any(v not in ("0", "1") for v in self.g_modulated.split(",")):
+            raise ConfigError(f"--g-modulated takes one 0 or 1 per level, comma-separated (e.g. 1,1,1,0,0), got {self.g_modulated!r}")
         if self.d_warmup_kimg < 0:
             raise ConfigError(f"--d-warmup-kimg must be >= 0, got {self.d_warmup_kimg}")
         if self.r1_interval < 0 or self.log_steps < 1 or self.snap_kimg < 0.001:
@@ -109,10 +115,11 @@ class TrainConfig:
 
 
 # Fields that shape the networks or their inputs: a resumed run must keep them (the D ones may
-# change with --resume-new-d, which starts a new discriminator).
+# change with --resume-new-d, which starts a new discriminator; g_modulated may add levels with
+# --resume-modulate).
 G_FIELDS = (
     "preset", "resolution", "g_pose_cond", "g_background", "g_soft_clamp", "g_anchor_floor_pixels",
-    "g_view_dependent_color",
+    "g_view_dependent_color", "g_modulated",
 )
 D_FIELDS = ("d_pose", "d_channel_base", "d_channel_max", "d_mbstd_group")
 

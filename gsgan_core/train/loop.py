@@ -14,6 +14,7 @@ Each step:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import signal
@@ -39,7 +40,13 @@ from gsgan_core.models.generator import Generator, z_from_seeds
 from gsgan_core.render import render
 from gsgan_core.train import losses
 from gsgan_core.train.config import D_FIELDS, G_FIELDS, TrainConfig
-from gsgan_core.train.state import STATE_FILE, load_into, read_training_state, save_training_state
+from gsgan_core.train.state import (
+    STATE_FILE,
+    load_into,
+    modulate_training_state,
+    read_training_state,
+    save_training_state,
+)
 
 BACKGROUND_COLORS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 
@@ -232,6 +239,11 @@ def write_png(path: Path, image: np.ndarray) -> None:
 
 
 # ====================================================================== the loop
+def modulated_levels(value: str, preset_name: str) -> tuple[bool, ...]:
+    """--g-modulated as one flag per level; empty means the preset's."""
+    return tuple(v == "1" for v in value.split(",")) if value else preset(preset_name).modulated
+
+
 @dataclass
 class TrainResult:
     step: int
@@ -253,17 +265,28 @@ def train(config: TrainConfig) -> TrainResult:
     outdir = Path(config.outdir)
 
     # --- resume: the saved config decides everything that shapes the networks (G's alone with --resume-new-d)
-    resume_tensors, resume_info = None, None
+    modulated = modulated_levels(config.g_modulated, config.preset)
+    resume_tensors, resume_info, saved_modulated = None, None, modulated
     if config.resume:
         resume_tensors, resume_info = read_training_state(config.resume)
-        saved = resume_info["config"]
         defaults = TrainConfig()  # a state saved before a field existed was trained with its default
+        saved = {**{f: getattr(defaults, f) for f in G_FIELDS + D_FIELDS}, **resume_info["config"]}
         fields = G_FIELDS if config.resume_new_d else G_FIELDS + D_FIELDS
-        changed = [f for f in fields if saved.get(f, getattr(defaults, f)) != getattr(config, f)]
+        changed = [f for f in fields if f != "g_modulated" and saved[f] != getattr(config, f)]
+        if not changed:  # "" (the preset's) and the same levels spelt out are one generator
+            saved_modulated = modulated_levels(saved["g_modulated"], saved["preset"])
+            widens = all(now or not was for was, now in zip(saved_modulated, modulated))
+            if saved_modulated != modulated and not (config.resume_modulate and widens):
+                changed.append("g_modulated")
+                saved["g_modulated"] = ",".join(str(int(v)) for v in saved_modulated)
         if changed:
+            hint = ""
+            if changed == ["g_modulated"]:
+                hint = (" (--resume-modulate w-modulates more levels of a saved G)" if widens else
+                        f" (a saved G's w-modulated levels cannot become plain: pass --g-modulated {saved['g_modulated']})")
             raise TrainingError(
                 f"{config.resume}: cannot resume with a different {', '.join(changed)} "
-                f"(saved: {', '.join(f'{f}={saved.get(f)!r}' for f in changed)})"
+                f"(saved: {', '.join(f'{f}={saved[f]!r}' for f in changed)}){hint}"
             )
         if not config.data:
             config.data = saved["data"]
@@ -302,8 +325,11 @@ def train(config: TrainConfig) -> TrainResult:
         config.preset, image_resolution=resolution, c_dim=25 if config.g_pose_cond else 0,
         background=config.g_background, soft_clamp=config.g_soft_clamp,
         anchor_floor_pixels=config.g_anchor_floor_pixels,
-        view_dependent_color=config.g_view_dependent_color,
+        view_dependent_color=config.g_view_dependent_color, modulated=modulated,
     )
+    if resume_tensors is not None and saved_modulated != modulated:  # --resume-modulate: widen the saved G
+        resume_tensors, resume_info = modulate_training_state(
+            resume_tensors, resume_info, dataclasses.replace(g_config, modulated=saved_modulated), g_config)
     G = Generator(g_config).to(device).train()
     D = Discriminator(resolution, config.d_pose, config.d_channel_base, config.d_channel_max,
                       config.d_mbstd_group).to(device).train()

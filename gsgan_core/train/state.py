@@ -23,6 +23,8 @@ from safetensors.torch import save_file
 
 from gsgan_core.errors import TrainingError
 from gsgan_core.io.atomic import atomic_path
+from gsgan_core.models.config import GeneratorConfig
+from gsgan_core.models.generator import Generator, modulate_state_dict
 
 FORMAT_NAME = "gsgan-training-state"
 # 2: the generator's synthesis layers are EqualLinear. A version 1 state (plain nn.Linear) cannot resume:
@@ -147,3 +149,35 @@ def load_into(
             raise TrainingError(f"training state has {len(saved)} parameter groups for {name}, this run {len(current)}")
         groups = [{**now, "params": then["params"]} for now, then in zip(current, saved)]
         optimizer.load_state_dict({"state": per_param, "param_groups": groups})
+
+
+def modulate_training_state(
+    tensors: dict[str, torch.Tensor], info: dict[str, Any], old: GeneratorConfig, new: GeneratorConfig
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A state whose G and G_ema have config `old`, made to fit config `new`, which w-modulates more
+    levels (`modulate_state_dict`: the new G draws exactly what the old one did).
+
+    G's Adam state is kept per parameter: it follows each parameter to its index in the new G. The
+    replaced plain parameters' moments are dropped; their values live on as the new biases, which,
+    like the new weights, have no Adam state yet, so Adam starts them from zero (as for a parameter
+    it has not stepped). D and its optimiser are untouched.
+    """
+    out = {k: v for k, v in tensors.items() if not k.startswith(("G.", "G_ema.", "opt_G."))}
+    for name in ("G", "G_ema"):
+        prefix = name + "."
+        state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        out.update({prefix + k: v for k, v in modulate_state_dict(state, old, new).items()})
+    with torch.device("meta"):  # parameter names in optimiser order, without allocating weights
+        old_names = [name for name, _ in Generator(old).named_parameters()]
+        new_index = {name: i for i, (name, _) in enumerate(Generator(new).named_parameters())}
+    for key, value in tensors.items():
+        if key.startswith("opt_G."):
+            index, field = key[len("opt_G."):].split(".", 1)
+            name = old_names[int(index)]
+            if name in new_index:
+                out[f"opt_G.{new_index[name]}.{field}"] = value
+    groups = info["param_groups"]["opt_G"]
+    if len(groups) != 1:
+        raise TrainingError(f"cannot modulate a state whose G optimiser has {len(groups)} parameter groups (expected 1)")
+    param_groups = {**info["param_groups"], "opt_G": [{**groups[0], "params": list(range(len(new_index)))}]}
+    return out, {**info, "param_groups": param_groups}

@@ -45,12 +45,19 @@ chunk_limit_s() { python3 -c "import sys; print(int(float(sys.argv[1]) * 60 + 12
 # a resumed state must match; run 4 used 8192 and 128 to 2,246 kimg); NEW_D=1 resumes G alone and
 # starts a new D of that size, which learns for D_WARMUP_KIMG (default 400: 20 broke G,
 # assets/README.md) while G stays still. G_ema's half-life is EMA_KIMG kimg (default 10, GSGAN's at batch
-# 32; StyleGAN2-ADA scales it with the batch, which at 128 gives 40).
+# 32; StyleGAN2-ADA scales it with the batch, which at 128 gives 40). G_MODULATED (e.g. 1,1,1,1,1; default
+# empty: the preset's levels 0-2) passes --g-modulated, and with a state --resume-modulate, which
+# w-modulates more levels of the state's G (exactly as it was, then trained); every later chunk of
+# that run must pass the same G_MODULATED.
 # Fails when training fails or is killed (chunk_limit_s).
 train_demo() {
     local resume=() scale=${6:-1} supersample=${7:-1}
     [ -f "$2/training-state.safetensors" ] && resume=(--resume "$2")
     [ "${NEW_D:-0}" = 1 ] && resume+=(--resume-new-d true --d-warmup-kimg "${D_WARMUP_KIMG:-400}")
+    if [ -n "${G_MODULATED:-}" ]; then
+        resume+=(--g-modulated "$G_MODULATED")
+        [ -f "$2/training-state.safetensors" ] && resume+=(--resume-modulate true)
+    fi
     timeout -k 10 "$(chunk_limit_s "$4")" python3 -m torch.distributed.run --standalone --nproc_per_node "$1" -m gsgan_core.train \
         --data "$DATA" --outdir "$2" "${resume[@]}" \
         --preset "${PRESET:-heads128}" --g-pose-cond false --g-background false --d-channel-base "${D_BASE:-32768}" --d-channel-max "${D_MAX:-160}" \

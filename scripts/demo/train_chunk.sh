@@ -25,6 +25,7 @@ LR_SCALE=${LR_SCALE:-0.04}      # both learning rates x this: run 4 used 1 to 1,
 SUPERSAMPLE=${SUPERSAMPLE:-1}   # --render-supersample: 1 (2, switched on at 1,554 kimg, lost: assets/README.md)
 D_BASE=${D_BASE:-32768}         # --d-channel-base and --d-channel-max: a resumed state must match them; run 4 used
 D_MAX=${D_MAX:-160}             #   8192 and 128 to 2,246 kimg (NEW_D=1 starts a new D of this size for the state's G: lib.sh)
+G_MODULATED=${G_MODULATED:-}    # --g-modulated: w-modulated levels, e.g. 1,1,1,1,1 (empty: the preset's, 0-2; lib.sh's train_demo)
 EMA_KIMG=${EMA_KIMG:-40}        # --ema-kimg, G_ema's half-life: run 4 used 10 (GSGAN's, at batch 32) to 4,547 kimg, then 40
 BATCH=${BATCH:-128}          # 32 per GPU on 4 GPUs: 630-700 img/s on H200 (64: about 500)
 OUT=${OUT:?OUT must name the folder whose files come back}
