@@ -5,12 +5,12 @@
 # metrics.json, the other's in the output only: $OUT brings back 8 files). LR_SCALES
 # (default "0.04 0.04", train_chunk.sh's LR_SCALE) scales both learning rates of each arm;
 # SUPERSAMPLES (default "1 1") sets each arm's --render-supersample; D_SIZES (default
-# "32768:160 32768:160") each arm's discriminator channel base:max; EMA_KIMGS (default "40 40") each arm's G_ema half-life in kimg; NEW_DS (default "0 0")
-# 1 for an arm that keeps the state's G and starts a new D of its size (lib.sh's train_demo, NEW_D);
-# G_MODULATEDS (default "preset preset") each arm's w-modulated levels ("preset" or e.g. 1,1,1,1,1:
-# lib.sh's G_MODULATED; the kept state then needs the same G_MODULATED in every later chunk);
-# that copy spends a whole chunk learning D alone (400 kimg), so a new D is better started with
-# train_chunk.sh (NEW_D=1, assets/README.md) than compared here.
+# "32768:160 32768:160") each arm's discriminator channel base:max; EMA_KIMGS (default "40 40") each
+# arm's G_ema half-life in kimg; G_MODULATEDS (default "preset preset") each arm's w-modulated levels
+# ("preset" or e.g. 1,1,1,1,1: lib.sh's G_MODULATED; if that arm wins, every later chunk passes the
+# same G_MODULATED); NEW_DS (default "0 0") 1 for an arm that keeps the state's G and starts a new D
+# of its size (lib.sh's train_demo, NEW_D); that copy spends a whole chunk learning D alone (400
+# kimg), so a new D is better started with train_chunk.sh (NEW_D=1, assets/README.md) than compared here.
 # Same inputs, outputs and recipe as train_chunk.sh (read that first); run from the repository root:
 #
 #   GAMMAS="1 3" [LR_SCALES="1 0.5"] [SUPERSAMPLES="1 2"] [D_SIZES="8192:128 32768:160" NEW_DS="0 1"] \
