@@ -273,17 +273,16 @@ def train(config: TrainConfig) -> TrainResult:
         saved = {**{f: getattr(defaults, f) for f in G_FIELDS + D_FIELDS}, **resume_info["config"]}
         fields = G_FIELDS if config.resume_new_d else G_FIELDS + D_FIELDS
         changed = [f for f in fields if f != "g_modulated" and saved[f] != getattr(config, f)]
+        hint = ""
         if not changed:  # "" (the preset's) and the same levels spelt out are one generator
             saved_modulated = modulated_levels(saved["g_modulated"], saved["preset"])
             widens = all(now or not was for was, now in zip(saved_modulated, modulated))
             if saved_modulated != modulated and not (config.resume_modulate and widens):
                 changed.append("g_modulated")
                 saved["g_modulated"] = ",".join(str(int(v)) for v in saved_modulated)
-        if changed:
-            hint = ""
-            if changed == ["g_modulated"]:
                 hint = (" (--resume-modulate w-modulates more levels of a saved G)" if widens else
                         f" (a saved G's w-modulated levels cannot become plain: pass --g-modulated {saved['g_modulated']})")
+        if changed:
             raise TrainingError(
                 f"{config.resume}: cannot resume with a different {', '.join(changed)} "
                 f"(saved: {', '.join(f'{f}={saved[f]!r}' for f in changed)}){hint}"
