@@ -11,6 +11,8 @@
 # same G_MODULATED); NEW_DS (default "0 0") 1 for an arm that keeps the state's G and starts a new D
 # of its size (lib.sh's train_demo, NEW_D); that copy spends a whole chunk learning D alone (400
 # kimg), so a new D is better started with train_chunk.sh (NEW_D=1, assets/README.md) than compared here.
+# With EVAL=1, MINUTES=5.5 is at the edge of the 590 s command limit on a machine that has not
+# rendered the dataset yet: it fitted for gamma 20 vs 40, and for 80 vs 160 it did not (no held-out metrics).
 # Same inputs, outputs and recipe as train_chunk.sh (read that first); run from the repository root:
 #
 #   GAMMAS="1 3" [LR_SCALES="1 0.5"] [SUPERSAMPLES="1 2"] [D_SIZES="8192:128 32768:160" NEW_DS="0 1"] \

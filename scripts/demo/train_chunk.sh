@@ -39,13 +39,14 @@ pkill -f "[g]sgan_core[.]train" && sleep 3 || true  # a chunk cut off by the tim
 start_gpu_monitor
 prepare_machine "$DATA" "$COUNT" "$RES"
 
+# A fresh run folder every chunk: on a machine still warm from the last call it holds that chunk's
+# log and snapshots, which would otherwise be sent back mixed with this one's.
+rm -rf "$RUN"
 if compgen -G ".demo/state/part-*" >/dev/null; then
     mkdir -p "$RUN"
     cat .demo/state/part-* >"$RUN/training-state.safetensors.tmp"
     mv "$RUN/training-state.safetensors.tmp" "$RUN/training-state.safetensors"
     echo "resuming from the carried state ($(du -h "$RUN/training-state.safetensors" | cut -f1))"
-else
-    rm -rf "$RUN"
 fi
 
 train_demo "$NGPU" "$RUN" "$R1_GAMMA" "$MINUTES" "$DEMO_TMP/train-stdout.log" "$LR_SCALE" "$SUPERSAMPLE" \
