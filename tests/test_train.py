@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from gsgan_core.data.heads import make_heads_dataset
-from gsgan_core.errors import ConfigError, TrainingError
+from gsgan_core.errors import CheckpointError, ConfigError, TrainingError
 from gsgan_core.io.checkpoint import load_checkpoint
 from gsgan_core.models.config import preset
 from gsgan_core.models.generator import Generator
@@ -173,6 +173,36 @@ def test_resume_new_d_keeps_the_generator_and_starts_a_bigger_discriminator(head
     moved = train(tiny_config(heads, run, max_steps=1, resume=str(run), **bigger))
     assert moved.step == 5 and read_log(run)[-1]["loss/G"] != 0.0
     assert not torch.equal(moved.G.state_dict()["mapping.layers.0.weight"], warm.G.state_dict()["mapping.layers.0.weight"])
+
+
+def test_init_g_fine_tunes_a_generator_checkpoint_with_a_new_discriminator(heads, tmp_path):
+    train(tiny_config(heads, tmp_path / "run", max_steps=2))
+    network = tmp_path / "run" / "network-latest.safetensors"  # a released file holds G_ema alone
+    released, info = load_checkpoint(network)
+    assert info.training["step"] == 2
+
+    # the new D learns for 2 steps (4 images) while G and G_ema stay exactly the file's weights
+    tune = tmp_path / "tune"
+    warm = train(tiny_config(heads, tune, max_steps=2, init_g=str(network), d_warmup_kimg=0.004, d_channel_max=128))
+    assert warm.step == 4 and warm.nimg == 8  # progress counts on from the file's
+    for name in ("G", "G_ema"):
+        state = getattr(warm, name).state_dict()
+        assert all(torch.equal(state[k], v) for k, v in released.state_dict().items()), name
+    assert [r["loss/G"] for r in read_log(tune)] == [0.0, 0.0] and read_log(tune)[-1]["loss/D"] > 0
+    assert read_training_state(tune)[1]["progress"] == {"step": 4, "nimg": 8, "d_start_nimg": 4}
+    moved = train(tiny_config(heads, tune, max_steps=1, resume=str(tune), d_channel_max=128))  # then G trains
+    assert moved.step == 5 and read_log(tune)[-1]["loss/G"] != 0.0
+
+    # a file whose generator the flags do not build, a file that is no checkpoint, both ways at once
+    with pytest.raises(TrainingError, match=r"network-latest.safetensors: .*anchor_floor_pixels is 0.0 in the file, "
+                                            r"0.5 from --g-anchor-floor-pixels"):
+        train(tiny_config(heads, tmp_path / "a", max_steps=1, init_g=str(network), g_anchor_floor_pixels=0.5))
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="junk.safetensors"):
+        train(tiny_config(heads, tmp_path / "b", max_steps=1, init_g=str(tmp_path / "junk.safetensors")))
+    assert not (tmp_path / "b").exists()  # refused before anything was written
+    with pytest.raises(ConfigError, match="--init-g .* --resume"):
+        tiny_config(heads, tune, init_g=str(network), resume=str(tune))
 
 
 def test_resume_modulate_widens_a_trained_generator_exactly_and_keeps_its_adam_state(heads, tmp_path):

@@ -33,8 +33,8 @@ from gsgan_core.cameras import OrbitPose, camera_forward, labels_to_cameras, orb
 from gsgan_core.data.dataset import ImageDataset, check_dataset, composite
 from gsgan_core.errors import DatasetError, TrainingError
 from gsgan_core.io.atomic import atomic_write_bytes
-from gsgan_core.io.checkpoint import save_checkpoint
-from gsgan_core.models.config import preset
+from gsgan_core.io.checkpoint import load_checkpoint, save_checkpoint
+from gsgan_core.models.config import GeneratorConfig, preset
 from gsgan_core.models.discriminator import Discriminator
 from gsgan_core.models.generator import Generator, z_from_seeds
 from gsgan_core.render import render
@@ -254,6 +254,26 @@ class TrainResult:
     G_ema: Generator
 
 
+# GeneratorConfig fields that gsgan-train sets from a flag; the others come from --preset.
+_G_FLAGS = {
+    "image_resolution": "--resolution (or the dataset's)", "c_dim": "--g-pose-cond", "background": "--g-background",
+    "soft_clamp": "--g-soft-clamp", "anchor_floor_pixels": "--g-anchor-floor-pixels",
+    "view_dependent_color": "--g-view-dependent-color", "modulated": "--g-modulated",
+}
+
+
+def check_init_generator(path: str, saved: GeneratorConfig, built: GeneratorConfig) -> None:
+    """TrainingError naming each field where the --init-g checkpoint's generator differs from the flags'."""
+    changed = [f.name for f in dataclasses.fields(built) if getattr(saved, f.name) != getattr(built, f.name)]
+    if changed:
+        raise TrainingError(
+            f"{path}: its generator is not the one these flags build: "
+            + "; ".join(f"{name} is {getattr(saved, name)!r} in the file, {getattr(built, name)!r} from "
+                        f"{_G_FLAGS.get(name, '--preset')}" for name in changed)
+            + " (pass the flags it was trained with)"
+        )
+
+
 def train(config: TrainConfig) -> TrainResult:
     """Trains until config.kimg (or max_steps, max_minutes, or a stop signal); every process returns its networks."""
     world = init_distributed(config.device)
@@ -291,6 +311,7 @@ def train(config: TrainConfig) -> TrainResult:
             config.data = saved["data"]
     elif (outdir / STATE_FILE).exists():
         raise TrainingError(f"{outdir} already holds a training run; pass --resume {outdir} or choose another --outdir")
+    init_G, init_info = load_checkpoint(config.init_g) if config.init_g else (None, None)  # read before the data
 
     # --- data: validated in full before anything else happens
     problem = None
@@ -329,7 +350,10 @@ def train(config: TrainConfig) -> TrainResult:
     if resume_tensors is not None and saved_modulated != modulated:  # --resume-modulate: widen the saved G
         resume_tensors, resume_info = modulate_training_state(
             resume_tensors, resume_info, dataclasses.replace(g_config, modulated=saved_modulated), g_config)
-    G = Generator(g_config).to(device).train()
+    if init_info is not None:
+        check_init_generator(config.init_g, init_info.config, g_config)
+        init_G.train()  # train mode for G; G_ema is deep-copied from it below and set to eval
+    G = (init_G if init_G is not None else Generator(g_config)).to(device).train()
     D = Discriminator(resolution, config.d_pose, config.d_channel_base, config.d_channel_max,
                       config.d_mbstd_group).to(device).train()
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
@@ -350,6 +374,9 @@ def train(config: TrainConfig) -> TrainResult:
         step, nimg = int(progress_info["step"]), int(progress_info["nimg"])
         d_start_nimg = nimg if config.resume_new_d else int(progress_info.get("d_start_nimg", 0))
         del resume_tensors
+    elif init_info is not None:  # the checkpoint's progress goes on (the EMA ramp-up, blur and swap fades are over)
+        step, nimg = int(init_info.training.get("step", 0)), round(init_info.kimg * 1000)
+        d_start_nimg = nimg  # a new D: G stays still for --d-warmup-kimg from here
     G_params, D_params = list(G.parameters()), list(D.parameters())
 
     loader = torch.utils.data.DataLoader(

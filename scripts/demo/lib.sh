@@ -44,8 +44,13 @@ chunk_limit_s() { python3 -c "import sys; print(int(float(sys.argv[1]) * 60 + 12
 # The discriminator has channel base D_BASE and at most D_MAX channels (default 32768 and 160, which
 # a resumed state must match; run 4 used 8192 and 128 to 2,246 kimg); NEW_D=1 resumes G alone and
 # starts a new D of that size, which learns for D_WARMUP_KIMG (default 400: 20 broke G,
-# assets/README.md) while G stays still. G_ema's half-life is EMA_KIMG kimg (default 10, GSGAN's at batch
-# 32; StyleGAN2-ADA scales it with the batch, which at 128 gives 40). G_MODULATED (e.g. 1,1,1,1,1; default
+# assets/README.md) while G stays still. INIT_G=FILE (with no state) starts from a generator checkpoint
+# instead, e.g. the shipped one: its weights as G and G_ema, a new D that learns alone for D_WARMUP_KIMG
+# (default 400), fresh optimisers, kimg counting on from the file's. The warm-up counts from the new
+# D's start and lasts only while a command passes it: set D_WARMUP_KIMG again on each later chunk of
+# it, and run those chunks at LR_SCALE=1 (G is still; at 0.04 a new D learnt nothing in 92 kimg).
+# G_ema's half-life is EMA_KIMG kimg (default 10, GSGAN's at batch 32; StyleGAN2-ADA scales it with
+# the batch, which at 128 gives 40). G_MODULATED (e.g. 1,1,1,1,1; default
 # empty: the preset's levels 0-2) passes --g-modulated, and with a state --resume-modulate, which
 # w-modulates more levels of the state's G (exactly as it was, then trained); every later chunk of
 # that run must pass the same G_MODULATED.
@@ -53,7 +58,10 @@ chunk_limit_s() { python3 -c "import sys; print(int(float(sys.argv[1]) * 60 + 12
 train_demo() {
     local resume=() scale=${6:-1} supersample=${7:-1}
     [ -f "$2/training-state.safetensors" ] && resume=(--resume "$2")
-    [ "${NEW_D:-0}" = 1 ] && resume+=(--resume-new-d true --d-warmup-kimg "${D_WARMUP_KIMG:-400}")
+    local warmup=${D_WARMUP_KIMG:-}
+    [ "${NEW_D:-0}" = 1 ] && { resume+=(--resume-new-d true); warmup=${warmup:-400}; }
+    [ -n "${INIT_G:-}" ] && { resume+=(--init-g "$INIT_G"); warmup=${warmup:-400}; }
+    [ -n "$warmup" ] && resume+=(--d-warmup-kimg "$warmup")
     if [ -n "${G_MODULATED:-}" ]; then
         resume+=(--g-modulated "$G_MODULATED")
         [ -f "$2/training-state.safetensors" ] && resume+=(--resume-modulate true)

@@ -4,7 +4,8 @@
 #
 #   bash scripts/demo/train_chunk.sh MINUTES
 #
-# In:  .demo/state/part-*   the previous chunk's training state, in pieces (carried in); none = a new run
+# In:  .demo/state/part-*   the previous chunk's training state, in pieces (carried in); none = a new run,
+#                            or with INIT_G=FILE one from that generator checkpoint and a new D (lib.sh)
 # Out: $OUT/state/part-*     this chunk's training state, in pieces under the 16 MiB transfer limit
 #      $OUT/network-fp16.safetensors, $OUT/log.jsonl, $OUT/fakes-latest.png
 #      $OUT/gpu-monitor.csv   nvidia-smi every 30 s (clocks, throttling, utilisation, memory), to explain a slow chunk
