@@ -192,6 +192,9 @@ def test_init_g_fine_tunes_a_generator_checkpoint_with_a_new_discriminator(heads
     assert read_training_state(tune)[1]["progress"] == {"step": 4, "nimg": 8, "d_start_nimg": 4}
     moved = train(tiny_config(heads, tune, max_steps=1, resume=str(tune), d_channel_max=128))  # then G trains
     assert moved.step == 5 and read_log(tune)[-1]["loss/G"] != 0.0
+    direct = train(tiny_config(heads, tmp_path / "direct", max_steps=1, init_g=str(network)))  # no warm-up: at once
+    assert read_log(tmp_path / "direct")[-1]["loss/G"] != 0.0
+    assert not torch.equal(direct.G.state_dict()["mapping.layers.0.weight"], released.state_dict()["mapping.layers.0.weight"])
 
     # a file whose generator the flags do not build, a file that is no checkpoint, both ways at once
     with pytest.raises(TrainingError, match=r"network-latest.safetensors: .*anchor_floor_pixels is 0.0 in the file, "

@@ -22,8 +22,8 @@ class TrainConfig:
     outdir: str = ""  # snapshots, training state and the log go here
     resume: str = ""  # a training-state .safetensors (or a run folder holding one) to continue from
     resume_new_d: bool = False  # with --resume: keep G, G_ema, G's optimiser and the progress, start a new discriminator (its --d-* flags may differ: a bigger D for a trained G)
-    init_g: str = ""  # a generator checkpoint (.safetensors, e.g. a released one) to fine-tune instead of starting from random weights: G and G_ema start as its weights, D and both optimisers start fresh, kimg counts on from the file's; its generator must be the one the G flags build (--d-warmup-kimg lets the new D learn first)
     resume_modulate: bool = False  # with --resume: --g-modulated may w-modulate levels the state's G has plain; they start as exact copies of the plain blocks (w-weights 0), their new weights with fresh Adam moments
+    init_g: str = ""  # a generator checkpoint (.safetensors, e.g. a released one) to fine-tune instead of starting from random weights: G and G_ema start as its weights, D and both optimisers start fresh, kimg counts on from the file's; its generator must be the one the G flags build (--d-warmup-kimg lets the new D learn first)
 
     # --- model
     preset: str = "ffhq256"  # generator preset: tiny | heads128 | ffhq256 | ffhq512

@@ -350,10 +350,11 @@ def train(config: TrainConfig) -> TrainResult:
     if resume_tensors is not None and saved_modulated != modulated:  # --resume-modulate: widen the saved G
         resume_tensors, resume_info = modulate_training_state(
             resume_tensors, resume_info, dataclasses.replace(g_config, modulated=saved_modulated), g_config)
+    G = Generator(g_config)
     if init_info is not None:
         check_init_generator(config.init_g, init_info.config, g_config)
-        init_G.train()  # train mode for G; G_ema is deep-copied from it below and set to eval
-    G = (init_G if init_G is not None else Generator(g_config)).to(device).train()
+        G.load_state_dict(init_G.state_dict())
+    G = G.to(device).train()
     D = Discriminator(resolution, config.d_pose, config.d_channel_base, config.d_channel_max,
                       config.d_mbstd_group).to(device).train()
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
