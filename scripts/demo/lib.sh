@@ -48,7 +48,8 @@ chunk_limit_s() { python3 -c "import sys; print(int(float(sys.argv[1]) * 60 + 12
 # instead, e.g. the shipped one: its weights as G and G_ema, a new D that learns alone for D_WARMUP_KIMG
 # (default 400), fresh optimisers, kimg counting on from the file's. The warm-up counts from the new
 # D's start and lasts only while a command passes it: set D_WARMUP_KIMG again on each later chunk of
-# it, and run those chunks at LR_SCALE=1 (G is still; at 0.04 a new D learnt nothing in 92 kimg).
+# it, and run those chunks at LR_SCALE=1 (G is still; at 0.04 a new D's pose loss fell 4.8 -> 3.4 in
+# 92 kimg, at 1 4.5 -> 2.45 in 100).
 # G_ema's half-life is EMA_KIMG kimg (default 10, GSGAN's at batch 32; StyleGAN2-ADA scales it with
 # the batch, which at 128 gives 40). G_MODULATED (e.g. 1,1,1,1,1; default
 # empty: the preset's levels 0-2) passes --g-modulated, and with a state --resume-modulate, which
