@@ -27,6 +27,18 @@ FFHQ_FOCAL = 4.2647  # normalised focal length of EG3D's FFHQ labels
 FFHQ_FOV_DEG = math.degrees(2.0 * math.atan(1.0 / (2.0 * FFHQ_FOCAL)))  # ~13.37 degrees
 FFHQ_RADIUS = 2.7
 FFHQ_PIVOT = (0.0, 0.0, 0.2)
+AFHQ_PIVOT = (0.0, 0.0, -0.06)
+
+# Camera models: how a camera (cam2world + label intrinsics) becomes the rasterizer's view.
+#   "label": the label's intrinsics, the rigid inverse of cam2world (EG3D, gsgan's own generators).
+#   "gsgan": what the official GSGAN renderer does: it passes 12.96 (EG3D's field of view in degrees)
+#            to tan() as radians, so every camera has a ~22.56 degree field of view whatever its label
+#            says, and it negates the x component of the world-to-camera translation (visible when the
+#            camera does not look at the origin, e.g. FFHQ's pivot (0, 0, 0.2)).
+CAMERA_MODELS = ("label", "gsgan")
+GSGAN_TAN_HALF_FOV = math.tan(12.96 / 2)
+GSGAN_FOCAL = 0.5 / GSGAN_TAN_HALF_FOV  # ~2.508 image widths (EG3D's FFHQ labels say 4.2647)
+GSGAN_FOV_DEG = math.degrees(2 * math.atan(GSGAN_TAN_HALF_FOV))  # ~22.56 degrees
 
 Scalar = float | Tensor
 Vec3 = Sequence[float] | Tensor
@@ -360,18 +372,26 @@ def to_rasterizer(
     K_norm: Tensor,  # [..., 3, 3]
     width: int,
     height: int,
+    camera_model: str = "label",  # one of CAMERA_MODELS
 ) -> tuple[Tensor, Tensor]:  # viewmats [..., 4, 4] (world2cam), Ks [..., 3, 3] in pixels
     """What gsplat-style rasterizers take: world-to-camera matrices and intrinsics in pixels.
 
     The inverse is the rigid one (R^T, -R^T t): exact for rotations, cheaper and better
-    conditioned than a general 4x4 inverse.
+    conditioned than a general 4x4 inverse. camera_model "gsgan" reproduces the official GSGAN
+    renderer instead (see CAMERA_MODELS): K_norm is replaced by its fixed intrinsics and the
+    translation's x is negated.
     """
     _check_last_dims("cam2world", cam2world, (4, 4))
     _check_last_dims("K_norm", K_norm, (3, 3))
     if width <= 0 or height <= 0:
         raise CameraError(f"image size must be positive, got {width}x{height}")
+    if camera_model not in CAMERA_MODELS:
+        raise CameraError(f"unknown camera model {camera_model!r}; known: {', '.join(CAMERA_MODELS)}")
     rotation_t = cam2world[..., :3, :3].transpose(-1, -2)  # [..., 3, 3] world -> camera
     translation = -(rotation_t @ cam2world[..., :3, 3:4]).squeeze(-1)  # [..., 3]
+    if camera_model == "gsgan":
+        translation = translation * translation.new_tensor([-1.0, 1.0, 1.0])
+        K_norm = intrinsics_from_fov(GSGAN_FOV_DEG, device=K_norm.device, dtype=K_norm.dtype).expand_as(K_norm)
     viewmats = _assemble(rotation_t, translation)
     scale = torch.tensor([width, height, 1.0], dtype=K_norm.dtype, device=K_norm.device)
     Ks = K_norm * scale.unsqueeze(-1)  # row 0 by width, row 1 by height

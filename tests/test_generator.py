@@ -22,8 +22,8 @@ from gsgan_core.models.generator import (
 @pytest.mark.parametrize(
     "name, foreground, per_level",
     [
-        ("ffhq256", 87_296, [256, 1024, 4096, 16384, 65536]),
-        ("ffhq512", 349_440, [256, 1024, 4096, 16384, 65536, 262144]),
+        ("lite256", 87_296, [256, 1024, 4096, 16384, 65536]),
+        ("lite512", 349_440, [256, 1024, 4096, 16384, 65536, 262144]),
         ("tiny", 5_440, [64, 256, 1024, 4096]),
     ],
 )
@@ -39,7 +39,7 @@ def test_preset_gaussian_counts(name, foreground, per_level):
 
 
 def test_reference_sizes_match_the_paper():
-    for name, levels in (("ffhq256", 5), ("ffhq512", 6)):
+    for name, levels in (("lite256", 5), ("lite512", 6)):
         config = PRESETS[name]
         assert config.num_levels == levels
         assert config.num_points == 256 and config.up_ratio == 4
@@ -50,15 +50,15 @@ def test_reference_sizes_match_the_paper():
         assert config.z_dim == config.w_dim == 512 and config.mapping_layers == 2
         assert config.num_ws == 17  # 12 + 2 + 2 + 1 (background), as in the reference code
         assert config.num_background_gaussians == 8000
-    generator = Generator(PRESETS["ffhq256"])
+    generator = Generator(PRESETS["lite256"])
     level0 = generator.levels[0]
     assert len(level0.blocks) == 6
     assert level0.blocks[0].attn.qkv.in_features == 512
 
 
-def test_ffhq256_forward_outputs_the_reference_count():
+def test_lite256_forward_outputs_the_reference_count():
     torch.manual_seed(0)
-    generator = Generator(preset("ffhq256")).eval()
+    generator = Generator(preset("lite256")).eval()
     with torch.no_grad():
         gaussians = generator(z_from_seeds([0], 512))
     assert gaussians.means.shape == (1, 87_296 + 8_000, 3)
@@ -348,8 +348,9 @@ def test_anchor_floor_keeps_subtrees_above_a_pixel_and_passes_gradient():
 
 def test_anchor_floor_off_by_default_and_validated():
     assert GeneratorConfig().anchor_floor_pixels == 0.0
-    for name in PRESETS:
-        assert PRESETS[name].anchor_floor_pixels == 0.0  # the presets follow GSGAN
+    for name, config in PRESETS.items():
+        if config.architecture == "lite":
+            assert config.anchor_floor_pixels == 0.0  # the presets follow GSGAN
     with pytest.raises(ConfigError, match="anchor_floor_pixels"):
         preset("tiny", anchor_floor_pixels=-1.0)
 

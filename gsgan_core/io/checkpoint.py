@@ -3,7 +3,8 @@
 Layout (safetensors header metadata is a str -> str map; values below are JSON):
     format          "gsgan-generator"
     format_version  "2"   (version 1 files, whose synthesis layers were plain nn.Linear, are converted on load)
-    config          GeneratorConfig.to_dict()
+    architecture    "gsgan" (the official network) | "lite" (gsgan's own; files without the key are lite)
+    config          the architecture's config, to_dict()   (it names the camera model: config.camera_model)
     training        {"kimg": float, "step": int, ...}      progress when saved
     dataset         {"name": str, "resolution": int}
     camera          OrbitPose.to_dict()                    the viewer's default camera
@@ -28,8 +29,8 @@ from safetensors.torch import load_file, save_file
 from gsgan_core.cameras import OrbitPose
 from gsgan_core.errors import CameraError, CheckpointError, ConfigError
 from gsgan_core.io.atomic import atomic_path
-from gsgan_core.models.config import GeneratorConfig
-from gsgan_core.models.generator import Generator
+from gsgan_core.models import build_generator
+from gsgan_core.models.config import ARCHITECTURES, AnyConfig, config_from_dict
 from gsgan_core.models.layers import EqualLinear
 
 FORMAT_NAME = "gsgan-generator"
@@ -44,7 +45,7 @@ class CheckpointInfo:
     """What a checkpoint says about itself (readable without loading the weights)."""
 
     path: str
-    config: GeneratorConfig
+    config: AnyConfig
     training: dict[str, Any] = field(default_factory=dict)
     dataset: dict[str, Any] = field(default_factory=dict)
     camera: OrbitPose = field(default_factory=OrbitPose)
@@ -62,7 +63,7 @@ class CheckpointInfo:
 
 def save_checkpoint(
     path: str | os.PathLike,
-    generator: Generator,
+    generator: torch.nn.Module,  # either architecture's generator (it has .config)
     training: dict[str, Any] | None = None,  # e.g. {"kimg": 12.5, "step": 400}
     dataset: dict[str, Any] | None = None,  # e.g. {"name": "heads", "resolution": 128}
     camera: OrbitPose | None = None,
@@ -81,6 +82,7 @@ def save_checkpoint(
     metadata = {
         "format": FORMAT_NAME,
         "format_version": str(FORMAT_VERSION),
+        "architecture": generator.config.architecture,
         "config": json.dumps(generator.config.to_dict()),
         "training": json.dumps(training or {}),
         "dataset": json.dumps(dataset or {"name": "", "resolution": generator.config.image_resolution}),
@@ -155,8 +157,11 @@ def _parse_metadata(path: Path, header: dict[str, Any]) -> CheckpointInfo:
             raise CheckpointError(path, f"metadata '{key}' is not valid JSON") from None
         if not isinstance(parsed[key], dict):
             raise CheckpointError(path, f"metadata '{key}' is not a JSON object")
+    architecture = metadata.get("architecture", "lite")
+    if architecture not in ARCHITECTURES:
+        raise CheckpointError(path, f"unknown architecture {architecture!r}; this gsgan knows {sorted(ARCHITECTURES)}")
     try:
-        config = GeneratorConfig.from_dict(parsed["config"])
+        config = config_from_dict(parsed["config"], architecture)
     except (ConfigError, TypeError, ValueError) as err:
         raise CheckpointError(path, f"metadata 'config' is not a valid generator config: {err}") from None
     try:
@@ -184,12 +189,12 @@ def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
 
 def load_checkpoint(
     path: str | os.PathLike, device: torch.device | str = "cpu"
-) -> tuple[Generator, CheckpointInfo]:
+) -> tuple[torch.nn.Module, CheckpointInfo]:
     """Rebuilds the generator from the file alone (eval mode, float32, on `device`)."""
     path = Path(path)
     header = _read_header(path)
     info = _parse_metadata(path, header)
-    generator = Generator(info.config)
+    generator = build_generator(info.config)
     expected = generator.state_dict()
     stored = {k: v for k, v in header.items() if k != "__metadata__"}
     missing = sorted(set(expected) - set(stored))
@@ -217,7 +222,7 @@ def load_checkpoint(
     return generator.to(device).eval().requires_grad_(False), info
 
 
-def _weights_from_version_1(generator: Generator, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def _weights_from_version_1(generator: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Version 1 stored the synthesis network's linear layers as plain nn.Linear weights W; they are now
     EqualLinear layers that compute with weight * weight_gain, so weight = W / weight_gain gives the same
     generator exactly. The mapping network and the norms' affine layers were EqualLinear already."""

@@ -1,7 +1,10 @@
-"""The generator's configuration: one dataclass, plus the presets.
+"""Generator configurations and the presets.
 
-Numbers follow ../shared/reference/gsgan-model.md (GSGAN, Hyun & Heo 2024; CGS-GAN, Barthel et al.
-2025). Where the two papers differ, a field switches between them.
+Two architectures, each with one config dataclass:
+- "gsgan" (`GSGANConfig`, models/gsgan.py): the official GSGAN network, exactly; what the
+  ffhq*/afhq* presets build and what imported official snapshots are.
+- "lite" (`GeneratorConfig`, below; models/generator.py): gsgan's own GSGAN-like generator, with
+  switches toward CGS-GAN (Barthel et al. 2025). The demo checkpoint is one.
 """
 
 from __future__ import annotations
@@ -11,12 +14,18 @@ import math
 from dataclasses import dataclass
 
 from gsgan_core.errors import ConfigError
+from gsgan_core.models.gsgan import GSGANConfig, official_config
 
 ATTENTION_KINDS = ("global", "knn", "local")
 
 
 @dataclass(frozen=True)
 class GeneratorConfig:
+    """The lite architecture's settings."""
+
+    architecture = "lite"  # class constants, not fields
+    camera_model = "label"
+
     # --- latent and mapping network (StyleGAN2)
     z_dim: int = 512
     w_dim: int = 512
@@ -144,7 +153,7 @@ class GeneratorConfig:
         return cls(**values)
 
 
-def _reference(levels: int, resolution: int) -> GeneratorConfig:
+def _lite(levels: int, resolution: int) -> GeneratorConfig:
     return GeneratorConfig(
         channels=(512, 512, 512, 256, 128, 128)[:levels],
         attention=("global", "knn", "knn", "local", "local", "local")[:levels],
@@ -153,10 +162,27 @@ def _reference(levels: int, resolution: int) -> GeneratorConfig:
     )
 
 
-PRESETS: dict[str, GeneratorConfig] = {
-    # The published configurations: 87,296 and 349,440 foreground Gaussians.
-    "ffhq256": _reference(levels=5, resolution=256),
-    "ffhq512": _reference(levels=6, resolution=512),
+AnyConfig = GeneratorConfig | GSGANConfig
+ARCHITECTURES: dict[str, type] = {"lite": GeneratorConfig, "gsgan": GSGANConfig}
+
+PRESETS: dict[str, AnyConfig] = {
+    # The official GSGAN configurations (train.py --cfg=ffhq|afhq, 256 points): 87,296 (256 px, five
+    # levels) and 349,440 (512 px, six levels) foreground Gaussians plus 10,000 background ones.
+    # FFHQ and AFHQ share the generator; they differ in the camera pivot (OrbitPose defaults).
+    "ffhq256": official_config(levels=5, resolution=256),
+    "ffhq512": official_config(levels=6, resolution=512),
+    "afhq256": official_config(levels=5, resolution=256),
+    "afhq512": official_config(levels=6, resolution=512),
+    # The official architecture at test size: every block kind, fp16 casts from level 1.
+    "gsgan-tiny": GSGANConfig(
+        z_dim=64, w_dim=64, num_points=32, channels=(32, 32, 16, 16), transformer_layers=2, num_heads=4,
+        knn_k=8, pe_res=32, image_resolution=64, scale_init=-math.log(math.sqrt(32)),
+        scale_threshold=-math.log(math.sqrt(32)), background_points=64, background_channels=16,
+        view_embed_dim=16,
+    ),
+    # The lite architecture at the published sizes.
+    "lite256": _lite(levels=5, resolution=256),
+    "lite512": _lite(levels=6, resolution=512),
     # The shipped demo (assets/): 128 px heads, five levels like ffhq256 (256 -> 65,536 Gaussians) at
     # narrow widths, so the fp16 file stays under 10 MiB and the training state travels in 64 MiB.
     "heads128": GeneratorConfig(
@@ -190,7 +216,7 @@ PRESETS: dict[str, GeneratorConfig] = {
 }
 
 
-def preset(name: str, **overrides) -> GeneratorConfig:
+def preset(name: str, **overrides) -> AnyConfig:
     """A preset by name, with fields replaced by `overrides` (e.g. preset("tiny", background=False))."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; known: {sorted(PRESETS)}")
@@ -203,3 +229,10 @@ def preset(name: str, **overrides) -> GeneratorConfig:
 def level0_log_scale(config: GeneratorConfig) -> float:
     """Level-0 base log-scale log(1/sqrt(num_points)): points of unit-cube density just touch."""
     return math.log(1.0 / math.sqrt(config.num_points))
+
+
+def config_from_dict(data: dict, architecture: str = "lite") -> AnyConfig:
+    """A config of the named architecture from its to_dict() (ConfigError on unknown names or keys)."""
+    if architecture not in ARCHITECTURES:
+        raise ConfigError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[architecture].from_dict(data)

@@ -320,6 +320,10 @@ class Generator(nn.Module):
         )
         return (gaussians, anchors) if return_anchors else gaussians
 
+    def layer_scale_parameters(self) -> list[nn.Parameter]:
+        """The parameters of every residual branch's layerscale (zero at initialisation)."""
+        return [p for m in self.modules() if isinstance(m, LayerScale) for p in m.parameters()]
+
     def hierarchy(self, device: torch.device) -> tuple[Tensor, Tensor]:
         """level [N] and parent [N] of this generator's output (cached per device)."""
         if device not in self._hierarchy_cache:
@@ -368,18 +372,16 @@ def generate(
     return generator(z, c, psi, cutoff, view_dirs)
 
 
-def randomize_layer_scales(generator: Generator, std: float = 0.3) -> Generator:
-    """Random (non-zero) layerscales, in place, using torch's global RNG.
+def randomize_layer_scales(generator: nn.Module, std: float = 0.3) -> nn.Module:
+    """Random (non-zero) layerscales, in place, using torch's global RNG; either architecture.
 
     The reference initialises every layerscale to zero, so an untrained generator ignores w:
     every seed gives the same scene. Tests, demos and benchmarks of an untrained model call this
     so that latents matter and every block does its share of the work, as after training.
     """
     with torch.no_grad():
-        for module in generator.modules():
-            if isinstance(module, LayerScale):
-                for p in module.parameters():
-                    p.normal_(0, std)
+        for p in generator.layer_scale_parameters():
+            p.normal_(0, std)
     return generator
 
 
