@@ -39,7 +39,8 @@ def display_problem(environ=os.environ, platform: str = sys.platform) -> str | N
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gsgan-explorer", description="Look inside a trained gsgan generator.")
-    p.add_argument("checkpoint", nargs="?", help="generator checkpoint (.safetensors); default: the bundled demo")
+    p.add_argument("checkpoint", nargs="?",
+                   help="generator checkpoint (.safetensors) or official GSGAN snapshot (.pkl); default: the bundled demo")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto (default: cuda when available)")
     p.add_argument("--resolution", type=int, default=None, help="render resolution (default 512 on GPU, 128 on CPU)")
     return p

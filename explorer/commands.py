@@ -84,7 +84,7 @@ def render_parser() -> argparse.ArgumentParser:
         prog="gsgan-render",
         description="Render videos or stills of a generator checkpoint (the explorer's engine, no window).",
     )
-    p.add_argument("checkpoint", help="generator checkpoint (.safetensors)")
+    p.add_argument("checkpoint", help="generator checkpoint (.safetensors) or official GSGAN snapshot (.pkl)")
     p.add_argument("--seeds", default="0", help="seeds, e.g. 0-3 or 1,5,9 (default 0)")
     p.add_argument("--trajectory", default="turntable", choices=("turntable", "wobble", "interp"),
                    help="turntable: 360 degrees of yaw; wobble: EG3D yaw/pitch swing; interp: W-space path through the seeds")
@@ -135,7 +135,7 @@ def _render(args) -> int:
         raise CheckpointError(args.checkpoint, "no such file")
 
     engine = interactive_engine(_device(args.device))
-    engine.load(args.checkpoint)
+    _note_import(engine.load(args.checkpoint), "gsgan-render")
     base = ExplorerState(checkpoint=args.checkpoint)
     base.camera = engine.default_camera()
     base.latent.psi = args.psi
@@ -162,10 +162,18 @@ def _render(args) -> int:
     return 0
 
 
+def _note_import(info, command: str) -> None:
+    from gsgan_core.io.open import import_note
+
+    note = import_note(info)
+    if note:
+        print(f"{command}: {note}", file=sys.stderr)
+
+
 # --------------------------------------------------------------------------- gsgan-export
 def export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gsgan-export", description="Export one generated head as a 3DGS PLY file.")
-    p.add_argument("checkpoint", help="generator checkpoint (.safetensors)")
+    p.add_argument("checkpoint", help="generator checkpoint (.safetensors) or official GSGAN snapshot (.pkl)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--psi", type=float, default=0.7, help="truncation (1 = none)")
     p.add_argument("--levels", default="all", help="hierarchy levels to keep: all (default), 0-2, or 0,3")
@@ -199,7 +207,7 @@ def _export(args) -> int:
     if not Path(args.checkpoint).is_file():
         raise CheckpointError(args.checkpoint, "no such file")
     engine = interactive_engine(_device(args.device))
-    engine.load(args.checkpoint)
+    _note_import(engine.load(args.checkpoint), "gsgan-export")
     if levels is not None and max(levels) >= engine.num_levels():
         raise ConfigError(f"--levels {args.levels}: this generator has levels 0..{engine.num_levels() - 1}")
     gaussians = engine.gaussians(LatentState(seed_a=args.seed, psi=args.psi))

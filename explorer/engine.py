@@ -30,7 +30,8 @@ from torch import Tensor
 from gsgan_core.cameras import OrbitPose, cameras_to_labels, to_rasterizer
 from gsgan_core.errors import ConfigError
 from gsgan_core.gaussians import BACKGROUND_LEVEL, SH_C0, Gaussians
-from gsgan_core.io.checkpoint import CheckpointInfo, load_checkpoint
+from gsgan_core.io.checkpoint import CheckpointInfo
+from gsgan_core.io.open import load_generator
 from gsgan_core.metrics.levels import level_contributions
 from gsgan_core.models.generator import Generator, interpolate_ws, mix_levels, z_from_seeds
 from gsgan_core.render import backend_report, render
@@ -197,8 +198,9 @@ class Engine:
         return self.generator is not None
 
     def load(self, path: str | Path) -> CheckpointInfo:
-        """Loads a checkpoint. On any error (CheckpointError, ...) the previous model stays loaded."""
-        generator, info = load_checkpoint(path, self.device)
+        """Loads a checkpoint or an official snapshot. On any error (CheckpointError, ...) the previous
+        model stays loaded."""
+        generator, info = load_generator(path, self.device)
         self.set_generator(generator, info)
         return info
 
@@ -401,12 +403,13 @@ class Engine:
             raw = self.gaussians(state.latent)
             cam = state.camera
             size = min(int(state.render.resolution), max_size)
+            camera_model = self.generator.config.camera_model
             key = (self._raw_key(state.latent), (cam.yaw, cam.pitch, cam.radius, tuple(cam.pivot), cam.fov_deg),
                    size, self.backend)
 
             def measure() -> dict[int, float]:
                 cam2world, K_norm = viewer_cameras(cam)
-                viewmats, Ks = (t.to(self.device) for t in to_rasterizer(cam2world, K_norm, size, size))
+                viewmats, Ks = (t.to(self.device) for t in to_rasterizer(cam2world, K_norm, size, size, camera_model))
                 with torch.inference_mode():
                     return level_contributions(raw, viewmats[None], Ks[None], size, size, self.backend)
 
@@ -438,7 +441,8 @@ class Engine:
         # Camera maths on the host (a few dozen tiny ops: launching them on a GPU costs more than
         # they do, and some would synchronise), then one small copy.
         cam2world, K_norm = viewer_cameras(state.camera)
-        viewmats, Ks = (t.to(self.device, non_blocking=True) for t in to_rasterizer(cam2world, K_norm, size, size))
+        viewmats, Ks = (t.to(self.device, non_blocking=True)
+                        for t in to_rasterizer(cam2world, K_norm, size, size, self.generator.config.camera_model))
         background = torch.tensor(settings.background, dtype=torch.float32, device=self.device)
         with torch.inference_mode():
             out = render(shown, viewmats[None], Ks[None], size, size, background=background, backend=self.backend)
@@ -528,7 +532,8 @@ def _preset_name(config) -> str:
         return [field.name for field in dataclasses.fields(config)
                 if field.name != "image_resolution" and getattr(config, field.name) != getattr(candidate, field.name)]
 
-    name, fields = min(((name, changed(candidate)) for name, candidate in PRESETS.items()), key=lambda item: len(item[1]))
+    same_kind = {name: c for name, c in PRESETS.items() if type(c) is type(config)}
+    name, fields = min(((name, changed(candidate)) for name, candidate in same_kind.items()), key=lambda item: len(item[1]))
     if not fields:
         return name
     if len(fields) > 3:

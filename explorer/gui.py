@@ -24,6 +24,7 @@ import numpy as np
 
 from gsgan_core.errors import GsganError
 from gsgan_core.io.atomic import atomic_write_bytes
+from gsgan_core.io.open import import_note
 from gsgan_core.io.ply import write_ply
 
 from . import viewer_camera
@@ -190,6 +191,7 @@ class ExplorerApp:
             callback=lambda s, a: self.load(a.get("file_path_name", "")) if a else None,
         ):
             dpg.add_file_extension(".safetensors", color=(120, 220, 120, 255))
+            dpg.add_file_extension(".pkl", color=(220, 200, 120, 255))
         with dpg.handler_registry(tag="mouse"):
             dpg.add_mouse_click_handler(callback=self._on_mouse_click)
             dpg.add_mouse_move_handler(callback=self._on_mouse_move)
@@ -378,7 +380,8 @@ class ExplorerApp:
         dpg.set_value("ckpt.path", path)
         self._remember(path)
         self._rebuild_model_widgets()
-        self.set_status(f"loaded {path} ({info.config.num_gaussians:,} Gaussians)")
+        note = import_note(info)
+        self.set_status(f"loaded {path} ({info.config.num_gaussians:,} Gaussians)" + (f"; {note}" if note else ""))
         return True
 
     def _remember(self, path: str) -> None:

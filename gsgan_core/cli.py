@@ -31,6 +31,12 @@ def metrics_main(argv: list[str] | None = None) -> int:
     return metrics_command(argv)
 
 
+def import_main(argv: list[str] | None = None) -> int:
+    from gsgan_core.io.official import import_command
+
+    return import_command(argv)
+
+
 def render_main(argv: list[str] | None = None) -> int:
     # The explorer's engine renders, so the command line and the GUI give the same frames.
     from explorer.commands import render_command

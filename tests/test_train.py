@@ -469,3 +469,19 @@ def test_a_state_of_format_version_1_is_refused_with_the_reason(heads, tmp_path)
     save_file(load_file(path), path, metadata=metadata)
     with pytest.raises(TrainingError, match="format version 1.*equalised-lr"):
         train(tiny_config(heads, tmp_path / "run", max_steps=1, resume=str(path)))
+
+
+def test_the_official_architecture_trains_and_resumes(heads, tmp_path):
+    """gsgan-tiny is the official GSGAN network at test size: it trains, snapshots as architecture
+    'gsgan' with the official camera model, resumes, and refuses the lite architecture's switches."""
+    outdir = tmp_path / "official"
+    result = train(tiny_config(heads, outdir, preset="gsgan-tiny", max_steps=2, snap_kimg=0.004))
+    assert result.step == 2
+    assert all(torch.isfinite(torch.tensor(float(v))) for r in read_log(outdir) for v in r.values())
+    G, info = load_checkpoint(outdir / "network-latest.safetensors")
+    assert info.config.architecture == "gsgan" and info.config.camera_model == "gsgan"
+    assert type(G).__name__ == "GSGANGenerator" and info.config.image_resolution == RES
+    resumed = train(tiny_config(heads, outdir, preset="gsgan-tiny", resume=str(outdir), max_steps=1))
+    assert resumed.step == 3
+    with pytest.raises(ConfigError, match="--g-soft-clamp applies to the lite architecture"):
+        train(tiny_config(heads, tmp_path / "x", preset="gsgan-tiny", g_soft_clamp=True, max_steps=1))

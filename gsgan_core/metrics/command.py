@@ -80,7 +80,7 @@ def metrics_command(argv: list[str] | None = None) -> int:
 def _measure(args, wanted: list[str], results: dict) -> int:  # fills results; 1 after a GsganError
     try:
         from gsgan_core.data.dataset import ImageDataset, check_dataset
-        from gsgan_core.io.checkpoint import load_checkpoint
+        from gsgan_core.io.open import load_generator
         from gsgan_core.metrics.fid import FIDUnavailable, fid
         from gsgan_core.metrics.swd import sliced_wasserstein
 
@@ -91,7 +91,7 @@ def _measure(args, wanted: list[str], results: dict) -> int:  # fills results; 1
                               ("cpu" if args.device == "auto" else args.device))
         check_dataset(args.data)
         dataset = ImageDataset(args.data)
-        G, info = load_checkpoint(args.network)
+        G, info = load_generator(args.network)
         G = G.to(device).eval()
         resolution = info.resolution
         order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))

@@ -53,7 +53,7 @@ def generator_level_contributions(
     from gsgan_core.cameras import camera_forward, labels_to_cameras, to_rasterizer
 
     cam2world, K_norm = labels_to_cameras(labels[:, None])  # [B, 1, 4, 4], [B, 1, 3, 3]
-    viewmats, Ks = to_rasterizer(cam2world, K_norm, resolution, resolution)
+    viewmats, Ks = to_rasterizer(cam2world, K_norm, resolution, resolution, G.config.camera_model)
     view_dirs = camera_forward(cam2world[:, 0]) if G.config.view_dependent_color else None
     with torch.no_grad():
         gaussians = G.synthesize(G.mapping(z, labels if G.config.c_dim else None), view_dirs)

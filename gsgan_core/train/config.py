@@ -26,7 +26,7 @@ class TrainConfig:
     init_g: str = ""  # a generator checkpoint (.safetensors, e.g. a released one) to fine-tune instead of starting from random weights: G and G_ema start as its weights, D and both optimisers start fresh, kimg counts on from the file's; its generator must be the one the G flags build (--d-warmup-kimg lets the new D learn first)
 
     # --- model
-    preset: str = "ffhq256"  # generator preset: tiny | heads128 | ffhq256 | ffhq512
+    preset: str = "ffhq256"  # generator preset: ffhq256 | ffhq512 | afhq256 | afhq512 | gsgan-tiny (the official GSGAN network), lite256 | lite512 | heads128 | tiny (the lite one)
     resolution: int = 0  # training image size; 0 = the dataset's (images are resized if different)
     g_pose_cond: bool = True  # GSGAN: mapping sees the camera label (CGS-GAN: False)
     g_background: bool = True  # GSGAN's background Gaussians (CGS-GAN: False, random colour instead)

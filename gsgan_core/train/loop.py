@@ -31,10 +31,12 @@ from torch import Tensor
 
 from gsgan_core.cameras import OrbitPose, camera_forward, labels_to_cameras, orbit_camera, to_rasterizer
 from gsgan_core.data.dataset import ImageDataset, check_dataset, composite
-from gsgan_core.errors import DatasetError, TrainingError
+from gsgan_core.errors import ConfigError, DatasetError, TrainingError
 from gsgan_core.io.atomic import atomic_write_bytes
-from gsgan_core.io.checkpoint import load_checkpoint, save_checkpoint
-from gsgan_core.models.config import GeneratorConfig, preset
+from gsgan_core.io.checkpoint import save_checkpoint
+from gsgan_core.io.open import load_generator
+from gsgan_core.models import build_generator
+from gsgan_core.models.config import PRESETS, AnyConfig, preset
 from gsgan_core.models.discriminator import Discriminator
 from gsgan_core.models.generator import Generator, z_from_seeds
 from gsgan_core.render import render
@@ -187,7 +189,7 @@ def generate_images(
 ) -> tuple[Tensor, Tensor]:  # images [B*V, 3, R, R] in [-1, 1], level-0 anchor means [B, N0, 3]
     B, V = render_labels.shape[:2]
     cam2world, K_norm = labels_to_cameras(render_labels)  # [B, V, 4, 4], [B, V, 3, 3]
-    viewmats, Ks = to_rasterizer(cam2world, K_norm, resolution, resolution)
+    viewmats, Ks = to_rasterizer(cam2world, K_norm, resolution, resolution, G.config.camera_model)
     ws = G.mapping(z, mapping_labels, update_w_avg=update_w_avg)  # [B, num_ws, w_dim]
     if G.config.view_dependent_color and V > 1:
         # The colour head sees one view direction per scene: synthesise once per view. Geometry
@@ -262,8 +264,33 @@ _G_FLAGS = {
 }
 
 
-def check_init_generator(path: str, saved: GeneratorConfig, built: GeneratorConfig) -> None:
+# Flags that only the lite architecture has, with their defaults: the gsgan (official) presets refuse others.
+_LITE_ONLY_FLAGS = {"g_background": True, "g_soft_clamp": False, "g_anchor_floor_pixels": 0.0,
+                    "g_view_dependent_color": True, "g_modulated": ""}
+
+
+def generator_config(config: TrainConfig, resolution: int, modulated: tuple[bool, ...]) -> AnyConfig:
+    """The generator --preset and the G flags describe, for images of `resolution`."""
+    if PRESETS.get(config.preset) is not None and PRESETS[config.preset].architecture == "gsgan":
+        for name, default in _LITE_ONLY_FLAGS.items():
+            if getattr(config, name) != default:
+                raise ConfigError(f"--{name.replace('_', '-')} applies to the lite architecture; --preset "
+                                  f"{config.preset} is the official GSGAN network, which has no such switch")
+        # The official network keeps its 25-value label input; without pose conditioning it sees zeros.
+        return preset(config.preset, image_resolution=resolution, c_zero=not config.g_pose_cond)
+    return preset(
+        config.preset, image_resolution=resolution, c_dim=25 if config.g_pose_cond else 0,
+        background=config.g_background, soft_clamp=config.g_soft_clamp,
+        anchor_floor_pixels=config.g_anchor_floor_pixels,
+        view_dependent_color=config.g_view_dependent_color, modulated=modulated,
+    )
+
+
+def check_init_generator(path: str, saved: AnyConfig, built: AnyConfig) -> None:
     """TrainingError naming each field where the --init-g checkpoint's generator differs from the flags'."""
+    if type(saved) is not type(built):
+        raise TrainingError(f"{path}: its generator is the {saved.architecture} architecture; "
+                            f"this --preset builds the {built.architecture} one")
     changed = [f.name for f in dataclasses.fields(built) if getattr(saved, f.name) != getattr(built, f.name)]
     if changed:
         raise TrainingError(
@@ -311,7 +338,7 @@ def train(config: TrainConfig) -> TrainResult:
             config.data = saved["data"]
     elif (outdir / STATE_FILE).exists():
         raise TrainingError(f"{outdir} already holds a training run; pass --resume {outdir} or choose another --outdir")
-    init_G, init_info = load_checkpoint(config.init_g) if config.init_g else (None, None)  # read before the data
+    init_G, init_info = load_generator(config.init_g) if config.init_g else (None, None)  # read before the data
 
     # --- data: validated in full before anything else happens
     problem = None
@@ -341,16 +368,11 @@ def train(config: TrainConfig) -> TrainResult:
 
     # --- networks and optimisers
     torch.manual_seed(config.seed)  # identical initial weights on every process
-    g_config = preset(
-        config.preset, image_resolution=resolution, c_dim=25 if config.g_pose_cond else 0,
-        background=config.g_background, soft_clamp=config.g_soft_clamp,
-        anchor_floor_pixels=config.g_anchor_floor_pixels,
-        view_dependent_color=config.g_view_dependent_color, modulated=modulated,
-    )
+    g_config = generator_config(config, resolution, modulated)
     if resume_tensors is not None and saved_modulated != modulated:  # --resume-modulate: widen the saved G
         resume_tensors, resume_info = modulate_training_state(
             resume_tensors, resume_info, dataclasses.replace(g_config, modulated=saved_modulated), g_config)
-    G = Generator(g_config)
+    G = build_generator(g_config)
     if init_info is not None:
         check_init_generator(config.init_g, init_info.config, g_config)
         G.load_state_dict(init_G.state_dict())
