@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gsgan_core.errors import ConfigError
-from gsgan_core.gaussians import BACKGROUND_LEVEL, Gaussians, quat_to_rotmat
+from gsgan_core.gaussians import Gaussians, quat_to_rotmat
 from gsgan_core.models.config import GeneratorConfig, level0_log_scale
+from gsgan_core.models.hierarchy import Params, concat_gaussians, hierarchy_indices  # noqa: F401 (re-exported)
 from gsgan_core.models.layers import Block, EqualLinear, Norm, LayerScale, Upsample
 
 LOG_SCALE_MIN, LOG_SCALE_MAX = -8.0, 0.0
@@ -88,16 +89,6 @@ def truncate(ws: Tensor, w_avg: Tensor, psi: float, cutoff: int | None = None) -
 
 
 # ====================================================================== the residual parameterisation
-class Params(NamedTuple):
-    """Unactivated Gaussian parameters of one level, all [B, N, k]."""
-
-    mean: Tensor  # [B, N, 3]
-    log_scale: Tensor  # [B, N, 3]
-    quat: Tensor  # [B, N, 4] (w, x, y, z)
-    color: Tensor  # [B, N, 3] degree-0 SH
-    opacity: Tensor  # [B, N, 1] logit
-
-
 def soft_clamp(v: Tensor) -> Tensor:
     """CGS-GAN's f(v) = 20 tanh(0.05 v): identity near 0, bounded by +-20."""
     return 20 * torch.tanh(0.05 * v)
@@ -308,16 +299,7 @@ class Generator(nn.Module):
         if self.background is not None:
             rendered.append(self.background(ws[:, slices["background"]].squeeze(1)))
 
-        level_index, parent_index = self.hierarchy(ws.device)
-        gaussians = Gaussians(
-            means=torch.cat([p.mean for p in rendered], dim=1),
-            log_scales=torch.cat([p.log_scale for p in rendered], dim=1),
-            quats=torch.cat([p.quat for p in rendered], dim=1),
-            opacity_logits=torch.cat([p.opacity for p in rendered], dim=1).squeeze(-1),
-            sh_dc=torch.cat([p.color for p in rendered], dim=1),
-            level=level_index,
-            parent=parent_index,
-        )
+        gaussians = concat_gaussians(rendered, *self.hierarchy(ws.device))
         return (gaussians, anchors) if return_anchors else gaussians
 
     def layer_scale_parameters(self) -> list[nn.Parameter]:
@@ -329,28 +311,6 @@ class Generator(nn.Module):
         if device not in self._hierarchy_cache:
             self._hierarchy_cache[device] = tuple(t.to(device) for t in hierarchy_indices(self.config))
         return self._hierarchy_cache[device]
-
-
-def hierarchy_indices(config: GeneratorConfig) -> tuple[Tensor, Tensor]:
-    """level [N] and parent [N] (int64) of the output order: levels 0..L-1, then the background.
-
-    Child j of the i-th Gaussian of level l-1 is the (up_ratio * i + j)-th Gaussian of level l.
-    """
-    levels, parents, offset = [], [], 0
-    for level in range(config.num_levels):
-        n = config.gaussians_at_level(level)
-        levels.append(torch.full((n,), level))
-        if level == 0:
-            parents.append(torch.full((n,), -1))
-        else:
-            previous = config.gaussians_at_level(level - 1)
-            parents.append(offset - previous + torch.arange(n) // config.up_ratio)
-        offset += n
-    if config.background:
-        n = config.num_background_gaussians
-        levels.append(torch.full((n,), BACKGROUND_LEVEL))
-        parents.append(torch.full((n,), -1))
-    return torch.cat(levels).long(), torch.cat(parents).long()
 
 
 # ====================================================================== functional entry points

@@ -25,14 +25,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gsgan_core.errors import ConfigError
-from gsgan_core.gaussians import BACKGROUND_LEVEL, Gaussians, quat_to_rotmat
+from gsgan_core.gaussians import Gaussians, quat_to_rotmat
+from gsgan_core.models.hierarchy import Params, concat_gaussians, hierarchy_indices
 
 SQRT2 = math.sqrt(2)
 FRONTAL_VIEW_DIR = (0.0, 0.0, -1.0)
@@ -438,16 +438,6 @@ class PointFeatures(nn.Module):
 
 
 # ====================================================================== the residual parameterisation
-class Params(NamedTuple):
-    """Unactivated Gaussian parameters, all [B, N, k]."""
-
-    mean: Tensor  # 3
-    log_scale: Tensor  # 3
-    quat: Tensor  # 4 (w, x, y, z)
-    color: Tensor  # 3, degree-0 SH
-    opacity: Tensor  # 1, logit
-
-
 PARAM_DIMS = {"xyz": 3, "scale": 3, "rotation": 4, "color": 3, "opacity": 1}
 HEAD_WEIGHT_INIT = {"xyz": 1.0, "scale": 0.1, "rotation": 0.1, "color": 1.0, "opacity": 1.0}
 
@@ -789,16 +779,7 @@ class GSGANGenerator(nn.Module):
         rendered, anchors = self.point_gen(points, ws[:, :-1], F.normalize(view_dirs, dim=-1))
         rendered = [p._replace(mean=p.mean.clamp(-1, 1)) for p in rendered]
         rendered += self.point_gen_bg(self._xyz_bg.unsqueeze(0).expand(B, -1, -1), ws[:, -1])
-        level, parent = self.hierarchy(ws.device)
-        gaussians = Gaussians(
-            means=torch.cat([p.mean for p in rendered], dim=1),
-            log_scales=torch.cat([p.log_scale for p in rendered], dim=1),
-            quats=torch.cat([p.quat for p in rendered], dim=1),
-            opacity_logits=torch.cat([p.opacity for p in rendered], dim=1).squeeze(-1),
-            sh_dc=torch.cat([p.color for p in rendered], dim=1),
-            level=level,
-            parent=parent,
-        )
+        gaussians = concat_gaussians(rendered, *self.hierarchy(ws.device))
         return (gaussians, anchors) if return_anchors else gaussians
 
     def layer_scale_parameters(self) -> list[nn.Parameter]:
@@ -814,17 +795,5 @@ class GSGANGenerator(nn.Module):
     def hierarchy(self, device: torch.device) -> tuple[Tensor, Tensor]:
         """level [N] and parent [N]: child j of level-(l-1) Gaussian i is level-l Gaussian 4 i + j."""
         if device not in self._hierarchy_cache:
-            config = self.config
-            levels, parents, offset = [], [], 0
-            for level in range(config.num_levels):
-                n = config.gaussians_at_level(level)
-                levels.append(torch.full((n,), level))
-                if level == 0:
-                    parents.append(torch.full((n,), -1))
-                else:
-                    parents.append(offset - config.gaussians_at_level(level - 1) + torch.arange(n) // config.up_ratio)
-                offset += n
-            levels.append(torch.full((config.num_background_gaussians,), BACKGROUND_LEVEL))
-            parents.append(torch.full((config.num_background_gaussians,), -1))
-            self._hierarchy_cache[device] = (torch.cat(levels).long().to(device), torch.cat(parents).long().to(device))
+            self._hierarchy_cache[device] = tuple(t.to(device) for t in hierarchy_indices(self.config))
         return self._hierarchy_cache[device]
