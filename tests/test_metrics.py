@@ -103,14 +103,14 @@ def test_metrics_command_swd_with_floor_and_fid_message(tmp_path, capsys, monkey
     ckpt = tmp_path / "g.safetensors"
     save_checkpoint(ckpt, Generator(preset("tiny", image_resolution=16)),
                     dataset={"name": "heads", "resolution": 16})
-    import gsgan_core.io.checkpoint as checkpoint_module
+    import gsgan_core.io.open as open_module
 
     def chatty_load(*args, **kwargs):  # like gsplat, whose first use prints its build message on stdout
         print("gsplat: CUDA extension has been set up successfully")
         return load(*args, **kwargs)
 
-    load = checkpoint_module.load_checkpoint
-    monkeypatch.setattr(checkpoint_module, "load_checkpoint", chatty_load)
+    load = open_module.load_generator
+    monkeypatch.setattr(open_module, "load_generator", chatty_load)
     assert metrics_main(["--network", str(ckpt), "--data", str(data), "--num", "4", "--json"]) == 0
     captured = capsys.readouterr()
     result = json.loads(captured.out)  # only the JSON object: what the work printed went to stderr
