@@ -1,6 +1,6 @@
 """What the demo's finest SWD band measures: is the generator too blurry or too noisy at 128 px?
 
-    python scripts/demo/band_probe.py assets/heads128.safetensors HELDOUT.zip [--num 400] [--rows levels]
+    python experiments/heads128/band_probe.py assets/heads128.safetensors HELDOUT.zip [--num 400] [--rows levels]
         [--swd-normalise per-set]
 
 HELDOUT.zip needs 2 x num images (`gsgan-dataset heads --count 1000 --resolution 128 --seed 1
@@ -11,7 +11,7 @@ held-out images (the floor), the generator's images, those images sharpened (uns
 blurred and median-filtered (3x3), the held-out images blurred and median-filtered, and the
 generator's images rendered with supersampling. If sharpening the fakes lowers the finest band and
 blurring the reals raises it towards the fakes', the fakes lack fine detail rather than carry noise.
-About 25 minutes on 2 CPU cores at num 400.
+About 25 minutes on a CPU at num 400.
 
 --rows levels asks which Gaussians draw each band instead: after the floor and the generator's images
 come the same scenes with every Gaussian's colour clamped to [0, 1] (RGB = SH_C0 * sh_dc + 0.5 has
@@ -24,18 +24,15 @@ import argparse
 import dataclasses
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from gsgan_core.data.dataset import ImageDataset  # noqa: E402
-from gsgan_core.gaussians import SH_C0, Gaussians  # noqa: E402
-from gsgan_core.io.checkpoint import load_checkpoint  # noqa: E402
-from gsgan_core.metrics.command import fake_images, real_images  # noqa: E402
-from gsgan_core.metrics.swd import sliced_wasserstein  # noqa: E402
-from gsgan_core.train.losses import blur_images  # noqa: E402
+from gsgan_core.data.dataset import ImageDataset
+from gsgan_core.gaussians import SH_C0, Gaussians
+from gsgan_core.io.checkpoint import load_checkpoint
+from gsgan_core.metrics.command import fake_images, real_images
+from gsgan_core.metrics.swd import sliced_wasserstein
+from gsgan_core.train.losses import blur_images
 
 
 class EditedGenerator:

@@ -1,6 +1,6 @@
 """The demo checkpoint's figures in docs/, rendered by the explorer's own engine (so they match the app).
 
-    python scripts/demo/figures.py assets/heads128.safetensors --out docs
+    python experiments/heads128/figures.py assets/heads128.safetensors --out docs
 
 Writes three PNGs, every image at psi = 1 (no truncation) from the checkpoint's default camera orbit:
   demo-samples.png    4x4 seeds 0..15, each column from another yaw (-0.6, -0.2, 0.2, 0.6 rad)
@@ -13,16 +13,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
-
-from explorer.engine import Engine  # noqa: E402
-from explorer.state import ExplorerState, LatentState, LevelState, RenderSettings  # noqa: E402
-from gsgan_core.train.loop import write_png  # noqa: E402  (atomic, like training's snapshot grids)
+from explorer.engine import Engine
+from explorer.state import ExplorerState, LatentState, LevelState, RenderSettings
+from gsgan_core.train.loop import write_png  # (atomic, like training's snapshot grids)
 
 
 def render(engine: Engine, seed: int, yaw: float, resolution: int, level_mode: str = "all", level: int = 0) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Where generated heads differ from held-out ones in the plainest image statistics.
 
-    python scripts/demo/image_stats.py assets/heads128.safetensors HELDOUT.zip [--num 300] [--hide-levels 3 4]
+    python experiments/heads128/image_stats.py assets/heads128.safetensors HELDOUT.zip [--num 300] [--hide-levels 3 4]
 
 The coarse SWD bands see layout and colour; this prints what those are made of, for num held-out
 images and num generated at the same cameras (psi 1, seeds 0..num-1): how much of the image the head
@@ -11,7 +11,7 @@ and which share of those lies within 2 px of the background (a light fringe wher
 soft), how dark the outline is (the mean darkest channel of the 1 px rings one and two pixels in
 from the background; lighter means a softer or wider edge), how many head pixels per image are faint
 (darkest channel above 0.85), and how far the mean image, pooled to 16 px, lies from the held-out
-one. About 5 minutes on 2 CPU cores at num 300.
+one. About 5 minutes on a CPU at num 300.
 --hide-levels renders the generated heads without those levels (opacity 0), to see which draw what.
 HELDOUT.zip: `gsgan-dataset heads --count 1000 --resolution 128 --seed 1 --cameras orbit`.
 """
@@ -20,18 +20,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from gsgan_core.data.dataset import ImageDataset
+from gsgan_core.io.checkpoint import load_checkpoint
+from gsgan_core.metrics.command import fake_images, real_images
 
-from gsgan_core.data.dataset import ImageDataset  # noqa: E402
-from gsgan_core.io.checkpoint import load_checkpoint  # noqa: E402
-from gsgan_core.metrics.command import fake_images, real_images  # noqa: E402
-
-from band_probe import EditedGenerator, without_levels  # noqa: E402  (scripts/demo, this script's folder)
+from band_probe import EditedGenerator, without_levels  # this script's folder
 
 BACKGROUND = 0.97  # a pixel lighter than this in every channel counts as the white background
 

@@ -1,6 +1,6 @@
 """How each level of a generator draws: opacity and size of its Gaussians, in pixels of its own camera.
 
-    python scripts/demo/level_stats.py assets/heads128.safetensors [--seeds 0-7]
+    python experiments/heads128/level_stats.py assets/heads128.safetensors [--seeds 0-7]
 
 Per level, over the seeds (psi 1): the median opacity, the fractions above 0.1 and 0.5, and the
 median of each Gaussian's longest, middle and shortest axis (one standard deviation, in pixels at
@@ -14,18 +14,22 @@ or darker than black (the rasterizer clamps colours at 0), which a faint opacity
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from gsgan_core.cameras import intrinsics_from_fov
+from gsgan_core.gaussians import SH_C0
+from gsgan_core.io.checkpoint import load_checkpoint
+from gsgan_core.models.generator import z_from_seeds
 
-from explorer.commands import parse_int_list  # noqa: E402
-from gsgan_core.cameras import intrinsics_from_fov  # noqa: E402
-from gsgan_core.gaussians import SH_C0  # noqa: E402
-from gsgan_core.io.checkpoint import load_checkpoint  # noqa: E402
-from gsgan_core.models.generator import z_from_seeds  # noqa: E402
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-7' or '0,3,5-6' -> the seeds."""
+    seeds = []
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        seeds += range(int(first), int(last or first) + 1)
+    return seeds
 
 
 def main() -> None:
@@ -35,7 +39,7 @@ def main() -> None:
     args = parser.parse_args()
     G, info = load_checkpoint(args.network)
     with torch.no_grad():
-        gaussians = G.eval()(z_from_seeds(parse_int_list(args.seeds, "seed"), G.config.z_dim))
+        gaussians = G.eval()(z_from_seeds(parse_seeds(args.seeds), G.config.z_dim))
     camera = info.camera
     focal = float(intrinsics_from_fov(camera.fov_deg)[0, 0])  # in image widths
     pixels_per_unit = focal * info.resolution / camera.radius

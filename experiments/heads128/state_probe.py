@@ -1,10 +1,10 @@
 """Two questions about a demo run that need its training state, not only the shipped file (CPU).
 
-    python scripts/demo/state_probe.py memorising STATE NETWORK TRAIN.zip HELDOUT.zip [--num 256]
-    python scripts/demo/state_probe.py averaging STATE HELDOUT.zip NETWORK [NETWORK...] [--num 300]
+    python experiments/heads128/state_probe.py memorising STATE NETWORK TRAIN.zip HELDOUT.zip [--num 256]
+    python experiments/heads128/state_probe.py averaging STATE HELDOUT.zip NETWORK [NETWORK...] [--num 300]
 
-STATE is a training state (`training-state.safetensors`, or a folder of the `part-*` pieces that the
-demo's chunks send back) and NETWORK the generator file sent back with it (its G_ema). TRAIN.zip
+STATE is a training state (`training-state.safetensors`, or the run folder that holds it) and
+NETWORK a generator checkpoint saved with it (its G_ema, e.g. the run's `network-latest.safetensors`). TRAIN.zip
 holds the first images of the training set (`gsgan-dataset heads --count 300 --resolution 128
 --seed 0 --cameras orbit`: image i depends only on the seed and i); HELDOUT.zip held-out ones
 (`... --count 1000 --seed 1 ...`).
@@ -25,32 +25,18 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from gsgan_core.data.dataset import ImageDataset, composite  # noqa: E402
-from gsgan_core.errors import GsganError  # noqa: E402
-from gsgan_core.io.checkpoint import load_checkpoint  # noqa: E402
-from gsgan_core.metrics.command import fake_images, real_images  # noqa: E402
-from gsgan_core.metrics.swd import sliced_wasserstein  # noqa: E402
-from gsgan_core.models.discriminator import Discriminator  # noqa: E402
-from gsgan_core.train.loop import generate_images  # noqa: E402
-from gsgan_core.train.state import read_training_state  # noqa: E402
-
-
-def read_state(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    parts = sorted(path.glob("part-*")) if path.is_dir() else []
-    if not parts:
-        return read_training_state(path)
-    with tempfile.NamedTemporaryFile(suffix=".safetensors") as whole:  # the pieces a chunk sends back
-        for part in parts:
-            whole.write(part.read_bytes())
-        whole.flush()
-        return read_training_state(whole.name)
+from gsgan_core.data.dataset import ImageDataset, composite
+from gsgan_core.errors import GsganError
+from gsgan_core.io.checkpoint import load_checkpoint
+from gsgan_core.metrics.command import fake_images, real_images
+from gsgan_core.metrics.swd import sliced_wasserstein
+from gsgan_core.models.discriminator import Discriminator
+from gsgan_core.train.loop import generate_images
+from gsgan_core.train.state import read_training_state
 
 
 def load_from_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], prefix: str) -> torch.nn.Module:
@@ -59,7 +45,7 @@ def load_from_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], p
 
 
 def memorising(args) -> None:
-    tensors, info = read_state(args.state)
+    tensors, info = read_training_state(args.state)
     G = load_checkpoint(args.network)[0].eval()
     train, heldout = ImageDataset(args.train), ImageDataset(args.heldout)
     config, R, num = info["config"], heldout.resolution, args.num or 256
@@ -87,14 +73,14 @@ def memorising(args) -> None:
 
 
 def averaging(args) -> None:
-    tensors, _ = read_state(args.state)
+    tensors, _ = read_training_state(args.state)
     heldout, num = ImageDataset(args.heldout), args.num or 300
     R, labels = heldout.resolution, heldout.labels[:num]
     reals = real_images(heldout, range(num), R)
 
     def row(name: str, images: torch.Tensor) -> None:
-        # Both definitions: the original's (per-set), the headline since 5,155 kimg, and the joint
-        # variant, the one this probe's recorded numbers used (assets/README.md, "The SWD's definition").
+        # Both definitions: the original's (per-set), which scales a uniformly weaker band back up,
+        # and the joint variant, which also counts the missing contrast (gsgan_core/metrics/swd.py).
         cells = []
         for normalise in ("per-set", "joint"):
             levels = sliced_wasserstein(reals, images.clamp(-1, 1), device="cpu", normalise=normalise)["levels"]
