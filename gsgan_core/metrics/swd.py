@@ -11,9 +11,7 @@ the same expectation with less noise.
 
 normalise="joint" instead uses one mean and standard deviation for both sets. That keeps a difference
 in contrast (a blurred set has a weaker fine band), which the original's per-set normalisation removes,
-so it is the stricter of the two. gsgan up to 2026-11-21 computed only that variant, and with a bilinear
-expand, replicated borders and no 8-bit rounding; the demo checkpoint's history (assets/README.md)
-gives its numbers under both.
+so it is the stricter of the two.
 """
 
 from __future__ import annotations

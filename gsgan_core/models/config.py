@@ -53,7 +53,7 @@ class GeneratorConfig:
     # > 0: anchors (the parents of the next level, never drawn) keep every log-scale above
     # log(anchor_floor_pixels / image_resolution), through a softplus floor. 0 = GSGAN: only the
     # hard clamp at -8. An anchor at -8 caps its whole subtree below a pixel, and the clamp passes
-    # no gradient: the demo's run 2 lost levels 2-4 that way (assets/README.md).
+    # no gradient, so a level whose anchors collapse there takes every finer level with it.
     anchor_floor_pixels: float = 0.0
     view_dependent_color: bool = True  # GSGAN: render-head colour sees a 32-d camera-direction embedding
     view_embed_dim: int = 32
