@@ -11,11 +11,9 @@ class ConfigError(GsganError, ValueError):
     """A configuration value, preset name or argument is invalid."""
 
 
-class CheckpointError(GsganError):
-    """A checkpoint file cannot be read or does not describe a valid generator.
-
-    `path` names the file, `problem` says what is wrong with it in words a user can act on.
-    """
+class PathError(GsganError):
+    """A file or folder that cannot be used: `path` names it, `problem` says what is wrong with it
+    in words a user can act on. The message is "path: problem"."""
 
     def __init__(self, path, problem: str):
         self.path = str(path)
@@ -23,13 +21,23 @@ class CheckpointError(GsganError):
         super().__init__(f"{self.path}: {problem}")
 
 
-class PlyError(GsganError):
+class CheckpointError(PathError):
+    """A checkpoint file cannot be read or does not describe a valid generator."""
+
+
+class PlyError(PathError):
     """A PLY file cannot be read as a 3D Gaussian splat file."""
 
-    def __init__(self, path, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
+
+class DatasetError(PathError):
+    """A training dataset (folder or .zip with dataset.json) is missing, malformed or inconsistent.
+
+    `path` names the dataset or the file inside it.
+    """
+
+
+class OutputError(PathError):
+    """An output file cannot be written (bad suffix, folder missing and not creatable, read-only)."""
 
 
 class RenderBackendError(GsganError, RuntimeError):
@@ -38,18 +46,6 @@ class RenderBackendError(GsganError, RuntimeError):
 
 class CameraError(GsganError, ValueError):
     """Camera labels or parameters have the wrong shape or values."""
-
-
-class DatasetError(GsganError):
-    """A training dataset (folder or .zip with dataset.json) is missing, malformed or inconsistent.
-
-    `path` names the dataset or the file inside it, `problem` says what is wrong in words a user can act on.
-    """
-
-    def __init__(self, path, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
 
 
 class TrainingError(GsganError, RuntimeError):
