@@ -38,54 +38,55 @@ def display_problem(environ=os.environ, platform: str = sys.platform) -> str | N
 
 
 def parser() -> argparse.ArgumentParser:
+    from gsgan_core.arguments import add_device
+
     p = argparse.ArgumentParser(prog="gsgan-explorer", description="Look inside a trained gsgan generator.")
     p.add_argument("checkpoint", nargs="?",
                    help="generator checkpoint (.safetensors) or official GSGAN snapshot (.pkl); default: the bundled demo")
-    p.add_argument("--device", default="auto", help="cuda, cpu or auto (default: cuda when available)")
+    add_device(p)
     p.add_argument("--resolution", type=int, default=None, help="render resolution (default 512 on GPU, 128 on CPU)")
     return p
 
 
+NO_DISPLAY_HELP = (
+    "  On a machine without a screen, run it in a virtual display:  xvfb-run -a gsgan-explorer ...\n"
+    "  or render without a window:  gsgan-render CKPT --seeds 0-3 --out video.mp4"
+)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from gsgan_core.cli import console
+
+    return console("gsgan-explorer", explore, argv)
+
+
+def explore(argv: list[str] | None = None) -> int:
+    """Parses the arguments, opens the window and runs it until it is closed."""
     args = parser().parse_args(argv)
     problem = display_problem()
     if problem:
-        print(
-            f"gsgan-explorer: {problem}, so no window can open.\n"
-            "  On a machine without a screen, run it in a virtual display:  xvfb-run -a gsgan-explorer ...\n"
-            "  or render without a window:  gsgan-render CKPT --seeds 0-3 --out video.mp4",
-            file=sys.stderr,
-        )
+        print(f"gsgan-explorer: {problem}, so no window can open.\n{NO_DISPLAY_HELP}", file=sys.stderr)
         return 1
 
     import torch
 
-    from gsgan_core.errors import GsganError
+    from gsgan_core.arguments import parse_device, parse_resolution
+    from gsgan_core.view.engine import interactive_engine
+    from gsgan_core.view.state import ExplorerState, RenderSettings
 
-    from .commands import _device, interactive_engine
-    from .gui import ExplorerApp
-    from .state import ExplorerState
+    from .window import ExplorerApp
 
-    try:
-        device = _device(args.device)
-    except GsganError as err:
-        print(f"gsgan-explorer: error: {err}", file=sys.stderr)
-        return 1
-    state = ExplorerState()
-    state.render.resolution = args.resolution or (512 if device.type == "cuda" else 128)
-    if not 8 <= state.render.resolution <= 4096:
-        print(f"gsgan-explorer: error: --resolution must be between 8 and 4096, got {args.resolution}", file=sys.stderr)
-        return 1
+    device = parse_device(args.device)
+    resolution = parse_resolution(args.resolution or (512 if device.type == "cuda" else 128))
     path = args.checkpoint or demo_checkpoint()
     status = ""
     if path is None:
         status = f"No checkpoint given and no demo checkpoint in {ASSETS} yet: open a .safetensors file (Checkpoint panel)."
         print(f"gsgan-explorer: {status}", file=sys.stderr)
-    engine = interactive_engine(device)
-    app = ExplorerApp(engine, state, status=status)
+    app = ExplorerApp(interactive_engine(device), ExplorerState(render=RenderSettings(resolution=resolution)), status)
     app.build()
     if path is not None and not app.load(str(path)):
-        print(f"gsgan-explorer: {app._status}", file=sys.stderr)
+        print(f"gsgan-explorer: {app.status}", file=sys.stderr)
     torch.set_grad_enabled(False)
     app.run()
     return 0

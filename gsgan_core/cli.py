@@ -1,50 +1,62 @@
-"""Console scripts. Each `*_main` parses arguments, calls the library, and is the only place that
-turns the library's typed errors into a message and an exit code."""
+"""Console scripts: the top layer. Each `*_main` hands its arguments to a command further down
+and runs it through `console`, the one place where the library's typed errors become a one-line
+message and an exit status. Nothing in the package imports this module; the commands import
+their shared argument readers from `gsgan_core.arguments`.
+"""
 
 from __future__ import annotations
 
 import sys
+from typing import Callable
 
-NOT_IMPLEMENTED_EXIT = 2
+from gsgan_core.errors import GsganError
+
+ERROR_EXIT = 1
+
+Command = Callable[[list[str] | None], int | None]
 
 
-def _not_implemented(command: str, what: str) -> int:
-    print(f"{command}: not implemented yet ({what} has not landed).", file=sys.stderr)
-    return NOT_IMPLEMENTED_EXIT
+def console(prog: str, command: Command, argv: list[str] | None = None) -> int:
+    """Runs `command(argv)`; a GsganError becomes "prog: error: message" on stderr and exit status 1."""
+    try:
+        status = command(argv)
+    except GsganError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return ERROR_EXIT
+    return 0 if status is None else int(status)
 
 
 def train_main(argv: list[str] | None = None) -> int:
     from gsgan_core.train.command import train_command
 
-    return train_command(argv)
+    return console("gsgan-train", train_command, argv)
 
 
 def dataset_main(argv: list[str] | None = None) -> int:
     from gsgan_core.data.command import dataset_command
 
-    return dataset_command(argv)
+    return console("gsgan-dataset", dataset_command, argv)
 
 
 def metrics_main(argv: list[str] | None = None) -> int:
     from gsgan_core.metrics.command import metrics_command
 
-    return metrics_command(argv)
+    return console("gsgan-metrics", metrics_command, argv)
 
 
 def import_main(argv: list[str] | None = None) -> int:
     from gsgan_core.io.official import import_command
 
-    return import_command(argv)
+    return console("gsgan-import", import_command, argv)
 
 
 def render_main(argv: list[str] | None = None) -> int:
-    # The explorer's engine renders, so the command line and the GUI give the same frames.
-    from explorer.commands import render_command
+    from gsgan_core.view.commands import render_command
 
-    return render_command(argv)
+    return console("gsgan-render", render_command, argv)
 
 
 def export_main(argv: list[str] | None = None) -> int:
-    from explorer.commands import export_command
+    from gsgan_core.view.commands import export_command
 
-    return export_command(argv)
+    return console("gsgan-export", export_command, argv)

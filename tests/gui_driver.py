@@ -13,20 +13,60 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import dearpygui.dearpygui as dpg
 import imageio.v3 as iio
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from explorer.panels import RecordPanel
+from explorer.viewport import VIEW_SIZE
+from explorer.window import ExplorerApp
+from gsgan_core.view.engine import Engine
+from gsgan_core.view.state import ExplorerState, RenderSettings
+from gsgan_core.view.video import count_frames
 
-import dearpygui.dearpygui as dpg  # noqa: E402
 
-from explorer.engine import Engine  # noqa: E402
-from explorer.gui import VIEW_SIZE, ExplorerApp  # noqa: E402
-from explorer.state import ExplorerState  # noqa: E402
-from explorer.video import count_frames  # noqa: E402
+# --------------------------------------------------------------------------- driving the window
+def widget_callback(tag: str, value: Any) -> None:
+    """Sets a widget like a user would and runs its own callback."""
+    dpg.set_value(tag, value)
+    callback = dpg.get_item_callback(tag)
+    callback(tag, value, dpg.get_item_user_data(tag))
+
+
+def press_button(tag: str) -> None:
+    callback = dpg.get_item_callback(tag)
+    try:
+        callback(tag, None, dpg.get_item_user_data(tag))
+    except TypeError:  # zero-argument callbacks
+        callback()
+
+
+def framebuffer(app: ExplorerApp, frames: int = 10) -> np.ndarray:
+    """The window's pixels ([H, W, 3] uint8), read back from the GL framebuffer.
+
+    Goes through a PNG file: Dear PyGui 2.x calls an output_frame_buffer *callback* without
+    holding the GIL on some set-ups (a fatal Python error), the file form is safe.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "framebuffer.png"
+        dpg.output_frame_buffer(file=str(path))
+        for _ in range(frames):
+            app.step()
+            dpg.render_dearpygui_frame()
+            if path.exists() and path.stat().st_size > 0:
+                break
+        return np.asarray(iio.imread(path))[..., :3]
+
+
+def edit(app: ExplorerApp, part: str, **changes: Any) -> None:
+    """Changes the state from outside the panels, as an animation or a script would."""
+    setattr(app.state, part, replace(getattr(app.state, part), **changes))
 
 
 def main() -> int:
@@ -39,8 +79,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     result: dict = {}
 
-    state = ExplorerState()
-    state.render.resolution = 64
+    state = ExplorerState(render=RenderSettings(resolution=64))
     app = ExplorerApp(Engine("cpu", direction_samples=256), state, status="no checkpoint (test)")
     app.build()
 
@@ -50,8 +89,8 @@ def main() -> int:
             dpg.render_dearpygui_frame()
 
     def view_shot() -> np.ndarray:
-        full = app.framebuffer()
-        x0, y0, x1, y1 = (int(round(v)) for v in app.view_rect())
+        full = framebuffer(app)
+        x0, y0, x1, y1 = (int(round(v)) for v in app.viewport.rect())
         return full[y0:y1, x0:x1]
 
     frames()
@@ -59,60 +98,60 @@ def main() -> int:
     # A broken file first: a clear status message and still no crash.
     broken = out / "broken.safetensors"
     broken.write_bytes(b"garbage")
-    dpg.set_value("ckpt.path", str(broken))
-    app.press_button("ckpt.load")
+    dpg.set_value("checkpoint.path", str(broken))
+    press_button("checkpoint.load")
     result["broken_status"] = dpg.get_value("status")
-    dpg.set_value("ckpt.path", args.checkpoint)
-    app.press_button("ckpt.load")
+    dpg.set_value("checkpoint.path", args.checkpoint)
+    press_button("checkpoint.load")
     result["loaded"] = app.engine.loaded
-    result["info"] = dpg.get_value("ckpt.info")
+    result["info"] = dpg.get_value("checkpoint.info")
     frames(5)
 
     shots = {"start": view_shot()}
     result["view_shape"] = list(shots["start"].shape)
 
-    app.widget_callback("w:latent.seed_a", 5)
+    widget_callback("latent.seed_a", 5)
     frames()
     shots["seed"] = view_shot()
     result["seed_state"] = app.state.latent.seed_a
 
     calls = app.engine.stats.generator_calls
     yaw0 = app.state.camera.yaw
-    app.input.press(0, 200, 250)
+    app.viewport.press(0, 200, 250)
     for x in range(210, 330, 20):
-        app.input.move(x, 250)
+        app.viewport.move(x, 250)
         frames(1)
-    app.input.release(0, 330, 250)
+    app.viewport.release(0, 330, 250)
     frames()
     shots["orbit"] = view_shot()
     result["orbit_yaw_change"] = app.state.camera.yaw - yaw0
     result["orbit_generator_calls"] = app.engine.stats.generator_calls - calls
-    result["yaw_widget_deg"] = dpg.get_value("w:camera.yaw")
+    result["yaw_widget_deg"] = dpg.get_value("camera.yaw")
     result["yaw_state_deg"] = float(np.degrees(app.state.camera.yaw))
-    app.state.camera.yaw = 0.5  # the caption under the view follows the very next frame
+    edit(app, "camera", yaw=0.5)  # the caption under the view follows the very next frame
     frames(1)
     result["caption_after_yaw_change"] = dpg.get_value("view.caption")
 
     radius = app.state.camera.radius
-    app.input.wheel(2)
+    app.viewport.wheel(2)
     result["zoom_ratio"] = app.state.camera.radius / radius
 
-    app.widget_callback("w:levels.mode", "only level k")
-    app.widget_callback("w:levels.level", 1)
+    widget_callback("levels.mode", "only level k")
+    widget_callback("levels.level", 1)
     frames()
     shots["level"] = view_shot()
     config = app.engine.generator.config
     result["level_shown"] = app.engine.stats.num_gaussians
     result["level_expected"] = config.gaussians_at_level(1) + config.num_background_gaussians
-    app.widget_callback("w:levels.measure", True)
+    widget_callback("levels.measure", True)
     frames(5)  # readouts refresh every 5 frames
     result["shares_text"] = dpg.get_value("levels.shares")
-    app.widget_callback("w:levels.measure", False)
+    widget_callback("levels.measure", False)
     frames(5)
     result["shares_text_off"] = dpg.get_value("levels.shares")
 
-    app.widget_callback("w:levels.mode", "all levels")
-    app.widget_callback("w:levels.background", False)
+    widget_callback("levels.mode", "all levels")
+    widget_callback("levels.background", False)
     frames()
     # Click on the object: a pixel of the current frame that is not the background.
     image = app.engine.frame(app.state).image
@@ -121,28 +160,29 @@ def main() -> int:
     k = len(ys) // 2
     scale = VIEW_SIZE / image.shape[0]
     click = ((xs[k] + 0.5) * scale, (ys[k] + 0.5) * scale)
-    app.input.press(0, *click)
-    app.input.release(0, *click)
+    app.viewport.press(0, *click)
+    app.viewport.release(0, *click)
     frames()
     result["selected"] = app.state.levels.selected
     result["selected_level"] = None if app.state.levels.selected is None else int(
         app.engine.gaussians(app.state.latent).level[app.state.levels.selected])
 
     # A rendering error goes to the status bar and the app keeps running.
-    app.state.render.mode = "no-such-mode"
+    edit(app, "render", mode="no-such-mode")
     frames(2)
     result["render_error_status"] = dpg.get_value("status")
-    app.widget_callback("w:render.mode", "rgb")
+    widget_callback("render.mode", "rgb")
     frames(2)
 
     video = out / "record.mp4"
-    app.widget_callback("w:record.frames", 4)
-    app.widget_callback("w:record.resolution", "64")
-    app.widget_callback("w:record.out", str(video))
-    app.press_button("record.start")
+    widget_callback("record.frames", 4)
+    widget_callback("record.resolution", "64")
+    widget_callback("record.out", str(video))
+    press_button("record.start")
     deadline = time.time() + 90
     ui_frames_during = 0
-    while app.job is not None and app.job.running and time.time() < deadline:
+    recorder = app.panel(RecordPanel)
+    while recorder.job is not None and recorder.job.running and time.time() < deadline:
         frames(1)
         ui_frames_during += 1
     frames(2)
@@ -151,13 +191,13 @@ def main() -> int:
     result["ui_frames_while_recording"] = ui_frames_during
     result["progress"] = dpg.get_value("record.progress")
 
-    app.widget_callback("w:record.screenshot", str(out / "shot.png"))
-    app.press_button("record.screenshot_button")
+    widget_callback("record.screenshot", str(out / "shot.png"))
+    press_button("record.screenshot_button")
     result["screenshot_shape"] = list(iio.imread(out / "shot.png").shape) if (out / "shot.png").exists() else None
-    app.widget_callback("w:levels.mode", "levels up to k")
-    app.widget_callback("w:levels.level", 1)
-    app.widget_callback("w:record.ply", str(out / "head.ply"))
-    app.press_button("record.ply_button")
+    widget_callback("levels.mode", "levels up to k")
+    widget_callback("levels.level", 1)
+    widget_callback("record.ply", str(out / "head.ply"))
+    press_button("record.ply_button")
     result["ply_status"] = dpg.get_value("status")
     if (out / "head.ply").exists():
         from gsgan_core.io.ply import read_ply
@@ -173,14 +213,14 @@ def main() -> int:
     }
     if args.screenshot:
         # A readable picture for the README: the head at a three-quarter view, every level shown.
-        app.press_button("camera.reset")
-        app.state.camera.yaw = 0.5
-        app.widget_callback("w:render.resolution", "256")
-        app.widget_callback("w:levels.mode", "all levels")
-        app.widget_callback("w:levels.background", True)
-        app.state.levels.selected = None
+        press_button("camera.reset")
+        edit(app, "camera", yaw=0.5)
+        widget_callback("render.resolution", "256")
+        widget_callback("levels.mode", "all levels")
+        widget_callback("levels.background", True)
+        press_button("levels.clear")
         frames(3)
-        iio.imwrite(args.screenshot, app.framebuffer())
+        iio.imwrite(args.screenshot, framebuffer(app))
     (out / "result.json").write_text(json.dumps(result, indent=1))
     app.close()
     return 0

@@ -1,18 +1,25 @@
-"""`gsgan-render` and `gsgan-export` end to end on CPU, and their errors for bad arguments."""
+"""`gsgan-render` and `gsgan-export` end to end on CPU, their errors for bad arguments, and the
+CLI layer: one error-to-exit wrapper, shared argument readers, imports that only point down."""
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import imageio.v3 as iio
 import numpy as np
 import pytest
 
 from conftest import random_generator
-from explorer.video import count_frames
+from gsgan_core import arguments, cli
 from gsgan_core.cli import export_main, render_main
+from gsgan_core.errors import ConfigError, GsganError
 from gsgan_core.io.checkpoint import save_checkpoint
 from gsgan_core.io.ply import read_ply
 from gsgan_core.models.config import preset
+from gsgan_core.view.video import count_frames
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +92,43 @@ def test_bad_arguments_give_clear_errors(command, args, message, checkpoint, tmp
     err = capsys.readouterr().err
     assert message in err and "error:" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before, "a failed command writes nothing"
+
+
+def test_console_turns_library_errors_into_one_line_and_status_1(capsys):
+    def failing(argv):
+        raise ConfigError(f"bad {argv[0]}")
+
+    assert cli.console("gsgan-x", failing, ["thing"]) == 1
+    assert capsys.readouterr().err == "gsgan-x: error: bad thing\n"
+    assert cli.console("gsgan-x", lambda argv: None, []) == 0
+    assert not hasattr(cli, "_not_implemented")
+
+
+def test_shared_argument_readers():
+    assert arguments.parse_int_list("0-2,7", "seed") == [0, 1, 2, 7]
+    assert arguments.parse_device("cpu").type == "cpu"
+    assert arguments.parse_resolution(8) == 8
+    for call in (lambda: arguments.parse_device("no-such-device"), lambda: arguments.parse_resolution(4097),
+                 lambda: arguments.parse_colour("1,1"), lambda: arguments.parse_int_list("", "level")):
+        with pytest.raises(ConfigError):
+            call()
+    assert issubclass(ConfigError, GsganError)
+
+
+def _imported_modules(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module)
+    return names
+
+
+def test_the_core_never_imports_the_app():
+    uphill = {str(path.relative_to(ROOT)): sorted(m for m in _imported_modules(path) if m.split(".")[0] == "explorer")
+              for path in (ROOT / "gsgan_core").rglob("*.py")}
+    assert {path: names for path, names in uphill.items() if names} == {}
+    headless = [str(p.relative_to(ROOT)) for p in (ROOT / "gsgan_core").rglob("*.py")
+                if any(m.split(".")[0] == "dearpygui" for m in _imported_modules(p))]
+    assert headless == []

@@ -1,22 +1,24 @@
-"""The explorer's headless engine on CPU with a tiny random checkpoint (no window needed)."""
+"""The viewer's headless engine (gsgan_core.view) on CPU with a tiny random checkpoint (no window needed)."""
 
 import dataclasses
 import math
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import random_generator
-from explorer.engine import Engine, keep_levels
-from explorer.recording import Cancelled, record, trajectory
-from explorer.state import ExplorerState, ping_pong
-from explorer.video import FrameWriter, OutputError, count_frames
-from explorer.viewer_camera import camera_from_orbit_pose, eye_position, orbit, pan, viewer_cameras, zoom
 from gsgan_core.cameras import OrbitPose
-from gsgan_core.errors import CheckpointError, ConfigError
+from gsgan_core.errors import CheckpointError, ConfigError, OutputError, PathError
 from gsgan_core.io.checkpoint import save_checkpoint
+from gsgan_core.view.edits import keep_levels
+from gsgan_core.view.engine import Engine
+from gsgan_core.view.recording import Cancelled, record, trajectory
+from gsgan_core.view.state import ExplorerState, LatentState, RenderSettings, ping_pong
+from gsgan_core.view.video import FrameWriter, count_frames
+from gsgan_core.view.viewer_camera import camera_from_orbit_pose, eye_position, orbit, pan, viewer_cameras, zoom
 
 SIZE = 48
 
@@ -36,11 +38,12 @@ def engine(checkpoint):
 
 
 def fresh_state(engine: Engine) -> ExplorerState:
-    state = ExplorerState()
-    state.camera = engine.default_camera()
-    state.render.resolution = SIZE
-    state.render.background = (0.0, 0.0, 0.0)
-    return state
+    return ExplorerState(camera=engine.default_camera(), render=RenderSettings(resolution=SIZE, background=(0, 0, 0)))
+
+
+def edit(state: ExplorerState, part: str, **changes) -> None:
+    """Replaces one frozen part of `state` with a copy that has `changes`, as a panel does."""
+    setattr(state, part, replace(getattr(state, part), **changes))
 
 
 class CountingSynthesize:
@@ -58,7 +61,7 @@ class CountingSynthesize:
 def test_seed_changes_the_image(engine):
     state = fresh_state(engine)
     a = engine.frame(state).image
-    state.latent.seed_a = 7
+    edit(state, "latent", seed_a=7)
     b = engine.frame(state).image
     assert a.shape == (SIZE, SIZE, 3) and a.dtype == np.uint8
     assert np.abs(a.astype(int) - b).mean() > 0.5
@@ -70,15 +73,15 @@ def test_camera_move_reuses_cached_gaussians(engine):
     first = engine.frame(state).image
     assert counter.calls == 1
     for yaw in (0.3, 0.6, -0.4):
-        state.camera.yaw = yaw
+        edit(state, "camera", yaw=yaw)
         moved = engine.frame(state).image
-    state.camera.radius *= 1.2
-    state.render.mode = "depth"
+    edit(state, "camera", radius=state.camera.radius * 1.2)
+    edit(state, "render", mode="depth")
     engine.frame(state)
     assert counter.calls == 1, "a camera or render-mode change must not rerun the generator"
     assert engine.stats.render_calls == 5
     assert np.abs(first.astype(int) - moved).mean() > 0.5
-    state.latent.psi = 0.5
+    edit(state, "latent", psi=0.5)
     engine.frame(state)
     assert counter.calls == 2
     # Same state again: not even the rasterizer runs.
@@ -90,17 +93,17 @@ def test_camera_move_reuses_cached_gaussians(engine):
 def test_level_filter_counts_follow_the_hierarchy(engine):
     config = engine.generator.config
     state = fresh_state(engine)
-    state.levels.background = False
+    edit(state, "levels", background=False)
     per_level = [config.gaussians_at_level(l) for l in range(config.num_levels)]
     assert engine.level_counts(state) == {**{l: n for l, n in enumerate(per_level)}, -1: config.num_background_gaussians}
     for k in range(config.num_levels):
-        state.levels.mode, state.levels.level = "up_to", k
+        edit(state, "levels", mode="up_to", level=k)
         assert engine.frame(state).num_gaussians == sum(per_level[: k + 1])
-        state.levels.mode = "only"
+        edit(state, "levels", mode="only")
         assert engine.frame(state).num_gaussians == per_level[k] == config.num_points * 4**k
-    state.levels.mode, state.levels.background = "all", True
+    edit(state, "levels", mode="all", background=True)
     assert engine.frame(state).num_gaussians == config.num_gaussians
-    exported = engine.export_gaussians(dataclasses.replace(state, levels=dataclasses.replace(state.levels, mode="up_to", level=1)))
+    exported = engine.export_gaussians(replace(state, levels=replace(state.levels, mode="up_to", level=1)))
     assert exported.count_per_level() == {-1: config.num_background_gaussians, 0: per_level[0], 1: per_level[1]}
     kept = keep_levels(engine.gaussians(state.latent), [0, 2], background=False)
     assert kept.count_per_level() == {0: per_level[0], 2: per_level[2]}
@@ -119,7 +122,7 @@ def test_descendant_selection_is_exactly_the_subtree(engine):
     assert sorted(got) == expected
     # Selecting it dims everything else but changes no count.
     before = engine.frame(state)
-    state.levels.selected = p
+    edit(state, "levels", selected=p)
     after = engine.frame(state)
     assert after.num_gaussians == before.num_gaussians
     assert np.abs(before.image.astype(int) - after.image).mean() > 0.5
@@ -127,18 +130,18 @@ def test_descendant_selection_is_exactly_the_subtree(engine):
 
 def test_interpolation_endpoints_are_the_seeds(engine):
     state = fresh_state(engine)
-    state.latent.seed_a, state.latent.seed_b = 3, 11
+    edit(state, "latent", seed_a=3, seed_b=11)
     ends = {}
     for t in (0.0, 1.0):
-        state.latent.interp = t
+        edit(state, "latent", interp=t)
         ends[t] = (engine.gaussians(state.latent).means.clone(), engine.frame(state).image)
     only = fresh_state(engine)
     for seed, t in ((3, 0.0), (11, 1.0)):
-        only.latent.seed_a = seed
+        edit(only, "latent", seed_a=seed)
         means, image = engine.gaussians(only.latent).means, engine.frame(only).image
         torch.testing.assert_close(ends[t][0], means, rtol=1e-5, atol=1e-5)
         assert np.abs(ends[t][1].astype(int) - image).max() <= 1
-    state.latent.interp = 0.5
+    edit(state, "latent", interp=0.5)
     middle = engine.gaussians(state.latent).means
     assert (middle - ends[0.0][0]).abs().max() > 1e-4 and (middle - ends[1.0][0]).abs().max() > 1e-4
 
@@ -146,10 +149,9 @@ def test_interpolation_endpoints_are_the_seeds(engine):
 def test_mixing_and_directions_change_the_output(engine):
     state = fresh_state(engine)
     base = engine.gaussians(state.latent).means.clone()
-    state.latent.take_b = (True,) + (False,) * (len(engine.mixable_parts()) - 1)
+    edit(state, "latent", take_b=(True,) + (False,) * (len(engine.mixable_parts()) - 1))
     mixed = engine.gaussians(state.latent).means.clone()
-    state.latent.take_b = ()
-    state.latent.directions = (2.0,)
+    edit(state, "latent", take_b=(), directions=(2.0,))
     pushed = engine.gaussians(state.latent).means
     assert (mixed - base).abs().max() > 1e-4
     assert (pushed - base).abs().max() > 1e-4
@@ -159,7 +161,7 @@ def test_mixing_and_directions_change_the_output(engine):
 
 def test_pick_selects_a_level0_ancestor(engine):
     state = fresh_state(engine)
-    state.levels.background = False
+    edit(state, "levels", background=False)
     image = engine.frame(state).image
     ys, xs = np.nonzero(image.sum(-1) > 60)
     centre = len(ys) // 2
@@ -243,19 +245,21 @@ def test_render_modes_and_display_edits(engine):
     state = fresh_state(engine)
     images = {}
     for mode in ("rgb", "depth", "alpha", "levels"):
-        state.render.mode = mode
+        edit(state, "render", mode=mode)
         images[mode] = engine.frame(state).image
     alpha = images["alpha"]
     assert np.array_equal(alpha[..., 0], alpha[..., 1]) and alpha.max() > 200, "alpha is grey, opaque somewhere"
     for a, b in (("rgb", "depth"), ("rgb", "alpha"), ("rgb", "levels"), ("depth", "levels")):
         assert np.abs(images[a].astype(int) - images[b]).mean() > 0.5, f"{a} and {b} look the same"
-    state.render.mode = "rgb"
-    for edit in ({"centres": True}, {"scale": 0.3}, {"color_by_level": True}):
+    for change in ({"centres": True}, {"scale": 0.3}, {"color_by_level": True}):
         edited = fresh_state(engine)
-        edited.levels = dataclasses.replace(edited.levels, **edit)
-        assert np.abs(engine.frame(edited).image.astype(int) - images["rgb"]).mean() > 0.5, f"{edit} changed nothing"
+        edit(edited, "levels", **change)
+        assert np.abs(engine.frame(edited).image.astype(int) - images["rgb"]).mean() > 0.5, f"{change} changed nothing"
+    edit(state, "render", mode="x-ray")
     with pytest.raises(ConfigError, match="unknown render mode"):
-        state.render.mode = "x-ray"
+        engine.frame(state)
+    edit(state, "render", mode="rgb", resolution=4)
+    with pytest.raises(ConfigError, match="between 8 and 4096"):
         engine.frame(state)
 
 
@@ -265,14 +269,41 @@ def test_level_shares_of_the_view_are_cached_by_latent_and_camera(engine):
     assert sorted(shares) == [0, 1, 2, 3]  # the tiny preset's levels; the background is not measured
     assert shares[0] > 0.01  # level 0 draws the shape
     assert engine.level_shares(state) is shares  # same latent and camera: from the cache
-    state.camera.yaw += 0.5
+    edit(state, "camera", yaw=state.camera.yaw + 0.5)
     assert engine.level_shares(state) is not shares
 
 
 def test_preset_name_names_the_fields_that_differ_from_the_closest_preset():
-    from explorer.engine import _preset_name
     from gsgan_core.models.config import preset
+    from gsgan_core.view.engine import preset_name
 
-    assert _preset_name(preset("tiny", image_resolution=32)) == "tiny"  # the training resolution is not a change
-    assert _preset_name(preset("heads128", background=False)) == "heads128 (background)"
-    assert _preset_name(preset("tiny", z_dim=3, w_dim=5, num_points=7, knn_k=2)) == "custom"
+    assert preset_name(preset("tiny", image_resolution=32)) == "tiny"  # the training resolution is not a change
+    assert preset_name(preset("heads128", background=False)) == "heads128 (background)"
+    assert preset_name(preset("tiny", z_dim=3, w_dim=5, num_points=7, knn_k=2)) == "custom"
+
+
+def test_state_parts_are_frozen_hashable_cache_keys(engine):
+    state = fresh_state(engine)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        state.latent.seed_a = 3
+    latent = LatentState(take_b=[True, False], directions=[1, 2])  # widgets hand out lists
+    assert latent.take_b == (True, False) and latent.directions == (1.0, 2.0)
+    assert hash(latent) == hash(LatentState(take_b=(True, False), directions=(1.0, 2.0)))
+    snapshot = state.copy()
+    edit(state, "camera", yaw=1.0)
+    assert snapshot.camera.yaw != 1.0, "a snapshot does not follow later edits"
+    first = engine.frame(state)
+    renders = engine.stats.render_calls
+    edit(state, "record", frames=7, out="elsewhere.gif")  # not an input of any image
+    assert engine.frame(state) is first and engine.stats.render_calls == renders
+    edit(state, "camera", yaw=0.0)
+    edit(state, "camera", yaw=1.0)  # an equal part again: an equal key
+    assert engine.frame(state) is first
+
+
+def test_path_errors_share_one_base(tmp_path):
+    from gsgan_core.errors import CheckpointError, DatasetError, PlyError
+
+    for kind in (CheckpointError, PlyError, DatasetError, OutputError):
+        err = kind(tmp_path / "x", "is odd")
+        assert isinstance(err, PathError) and str(err) == f"{tmp_path / 'x'}: is odd" and err.problem == "is odd"

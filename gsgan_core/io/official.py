@@ -206,11 +206,10 @@ def import_snapshot(path: str | os.PathLike, out: str | os.PathLike, which: str 
 
 
 def import_command(argv: list[str] | None = None) -> int:
-    """`gsgan-import SNAPSHOT.pkl OUT.safetensors [--which G_ema|G]`."""
+    """`gsgan-import SNAPSHOT.pkl OUT.safetensors [--which G_ema|G]` (errors: see gsgan_core.cli.console)."""
     import argparse
-    import sys
 
-    from gsgan_core.errors import GsganError
+    from gsgan_core.errors import OutputError
 
     parser = argparse.ArgumentParser(
         prog="gsgan-import",
@@ -220,16 +219,11 @@ def import_command(argv: list[str] | None = None) -> int:
     parser.add_argument("--which", default="G_ema", choices=WHICH, help="the averaged generator (default) or the raw one")
     args = parser.parse_args(argv)
     if not args.out.endswith(".safetensors"):
-        print(f"gsgan-import: error: {args.out}: the output must be a .safetensors file", file=sys.stderr)
-        return 2
+        parser.error(f"{args.out}: the output must be a .safetensors file")
     try:
         info = import_snapshot(args.snapshot, args.out, args.which)
-    except GsganError as err:
-        print(f"gsgan-import: error: {err}", file=sys.stderr)
-        return 1
     except OSError as err:
-        print(f"gsgan-import: error: {args.out}: cannot write: {err.strerror or err}", file=sys.stderr)
-        return 1
+        raise OutputError(args.out, f"cannot write: {err.strerror or err}") from None
     config = info.config
     print(f"gsgan-import: wrote {args.out}: {args.which} of {Path(args.snapshot).name}, {config.num_levels} levels, "
           f"{config.num_gaussians:,} Gaussians, {config.image_resolution} px, camera model '{config.camera_model}'")

@@ -2,15 +2,15 @@
 
 `gsgan-render` and the explorer's Record panel both call `record`, so a video from the command
 line and one from the GUI are the same frames. A trajectory is a list of `ExplorerState`
-copies (one per frame, one column per seed for a grid); the engine renders each as usual.
+snapshots (one per frame, one column per seed for a grid); the engine renders each as usual.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import threading
 from pathlib import Path
+from dataclasses import replace
 from typing import Callable, Sequence
 
 import numpy as np
@@ -45,31 +45,33 @@ def trajectory(
         raise ConfigError(f"a recording needs at least one frame, got {frames}")
     states = []
     for i in range(frames):
-        state = base.copy()
-        state.latent.animate = False
-        state.camera.auto_rotate = False
+        state, camera = base.copy(), base.camera
         if kind == "turntable":
-            state.camera.yaw = base.camera.yaw + 2 * math.pi * i / frames
-            state.camera.pitch = base.camera.pitch if pitch is None else pitch
+            yaw = camera.yaw + 2 * math.pi * i / frames
+            state.camera = replace(camera, yaw=yaw, pitch=camera.pitch if pitch is None else pitch)
         elif kind == "wobble":
             t = 2 * math.pi * i / frames
-            state.camera.yaw = base.camera.yaw + WOBBLE_YAW * math.sin(t)
-            state.camera.pitch = base.camera.pitch + WOBBLE_PITCH * math.cos(t)
+            state.camera = replace(camera, yaw=camera.yaw + WOBBLE_YAW * math.sin(t),
+                                   pitch=camera.pitch + WOBBLE_PITCH * math.cos(t))
         else:
-            keys = list(seeds) if seeds is not None else [base.latent.seed_a, base.latent.seed_b]
-            if len(keys) < 2:
-                raise ConfigError("an interpolation needs at least two seeds")
-            position = (len(keys) - 1) * (i / (frames - 1) if frames > 1 else 0.0)  # in [0, len - 1]
-            segment = min(int(position), len(keys) - 2)
-            state.latent.seed_a, state.latent.seed_b = keys[segment], keys[segment + 1]
-            state.latent.interp = position - segment
+            state.latent = _interp_latent(base, i, frames, seeds)
         states.append(state)
     return states
 
 
+def _interp_latent(base: ExplorerState, i: int, frames: int, seeds: Sequence[int] | None):
+    """Frame i of a W-space walk through `seeds` (default: the base's seed A -> B)."""
+    keys = list(seeds) if seeds is not None else [base.latent.seed_a, base.latent.seed_b]
+    if len(keys) < 2:
+        raise ConfigError("an interpolation needs at least two seeds")
+    position = (len(keys) - 1) * (i / (frames - 1) if frames > 1 else 0.0)  # in [0, len - 1]
+    segment = min(int(position), len(keys) - 2)
+    return replace(base.latent, seed_a=keys[segment], seed_b=keys[segment + 1], interp=position - segment)
+
+
 def with_seed(state: ExplorerState, seed: int) -> ExplorerState:
     out = state.copy()
-    out.latent = dataclasses.replace(out.latent, seed_a=int(seed), interp=0.0)
+    out.latent = replace(out.latent, seed_a=int(seed), interp=0.0)
     return out
 
 

@@ -16,18 +16,11 @@ import imageio.v2 as imageio_v2
 import imageio.v3 as iio
 import numpy as np
 
-from gsgan_core.errors import GsganError
+from gsgan_core.errors import OutputError
+
+__all__ = ["VIDEO_SUFFIXES", "FrameWriter", "OutputError", "check_output", "count_frames", "numbered_png"]
 
 VIDEO_SUFFIXES = (".mp4", ".gif", ".png")
-
-
-class OutputError(GsganError):
-    """An output file cannot be written (bad suffix, folder missing and not creatable, read-only)."""
-
-    def __init__(self, path, problem: str):
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}")
 
 
 def check_output(path: str | os.PathLike, suffixes: tuple[str, ...]) -> Path:
