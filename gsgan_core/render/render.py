@@ -1,8 +1,11 @@
 """`render`: the one entry point that turns Gaussians and cameras into images.
 
-Two backends compute the same images: gsplat's CUDA kernels ("gsplat") and a pure-PyTorch port of
-the same maths ("reference", any device, slower). "auto" picks gsplat for CUDA tensors when it
-imports and compiles, else the reference.
+Three backends compute the same images: gsplat's CUDA kernels ("gsplat"), a pure-PyTorch port of
+the same maths ("reference", any device, differentiable, slow) and a compiled CPU rasterizer of the
+same maths ("compiled", Numba, forward only: `compiled.py`). "auto" picks gsplat for CUDA tensors
+when it imports and compiles, else the reference; on the CPU it picks the compiled rasterizer when
+no gradient can be needed (grad mode off: `torch.no_grad()` or `torch.inference_mode()`), else the
+reference.
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from ..gaussians import Gaussians
 from . import gsplat_backend
 from .reference import render_reference
 
-BACKENDS = ("auto", "gsplat", "reference")
+BACKENDS = ("auto", "gsplat", "reference", "compiled")
 _FALLBACK_HINT = 'backend="reference" (pure PyTorch) still works'
 
 # Per-process cache of the gsplat probe: device string -> None (works) or what failed.
 _PROBE_CACHE: dict[str, str | None] = {}
 _WARNED: set[str] = set()
+# The compiled CPU rasterizer's import (numba), tried once: None (works) or what failed.
+_COMPILED_PROBE: list[str | None] = []
 
 
 @dataclass
@@ -32,7 +37,7 @@ class RenderOutput:
     rgb: Tensor  # [..., C, H, W, 3] colour, background included
     alpha: Tensor  # [..., C, H, W, 1] accumulated opacity (1 - final transmittance)
     depth: Tensor  # [..., C, H, W, 1] expected depth sum(w_i z_i) / alpha; 0 where alpha == 0
-    backend: str  # "gsplat" or "reference": the backend that produced it
+    backend: str  # "gsplat", "reference" or "compiled": the backend that produced it
 
 
 def _gsplat_problem(device: torch.device) -> str | None:
@@ -47,19 +52,47 @@ def _gsplat_problem(device: torch.device) -> str | None:
     return _PROBE_CACHE[key]
 
 
-def resolve_backend(device: torch.device | str, requested: str = "auto") -> str:
-    """The backend `render` will use for tensors on `device`: "gsplat" or "reference".
+def _compiled_problem() -> str | None:
+    """None if the compiled CPU rasterizer imports (numba is there), else what failed."""
+    if not _COMPILED_PROBE:
+        try:
+            from . import compiled  # noqa: F401
+        except Exception as exc:  # ImportError, or anything numba's import raises
+            _COMPILED_PROBE.append(
+                f"numba is not installed or does not import ({type(exc).__name__}: {exc}); "
+                "install it with `pip install numba`"
+            )
+        else:
+            _COMPILED_PROBE.append(None)
+    return _COMPILED_PROBE[0]
 
-    Raises RenderBackendError if "gsplat" was asked for and cannot work; in "auto" mode such a
-    failure on a CUDA device warns once and falls back to the reference.
+
+def resolve_backend(device: torch.device | str, requested: str = "auto", needs_grad: bool | None = None) -> str:
+    """The backend `render` will use for tensors on `device`: "gsplat", "reference" or "compiled".
+
+    needs_grad: whether the images may need gradients; None means "if grad mode is on"
+    (torch.is_grad_enabled()). "auto" on a non-CUDA device gives "compiled" when they cannot, else
+    "reference". Raises RenderBackendError if "gsplat" or "compiled" was asked for and cannot work;
+    in "auto" mode such a failure warns once and falls back to the reference.
     """
     if requested not in BACKENDS:
         raise ConfigError(f"unknown render backend {requested!r}; choose one of {', '.join(BACKENDS)}")
     device = torch.device(device)
     if requested == "reference":
         return "reference"
-    if requested == "auto" and device.type != "cuda":
-        return "reference"  # the normal CPU case: nothing to warn about
+    if requested == "compiled" or (requested == "auto" and device.type != "cuda"):
+        if requested == "auto" and (torch.is_grad_enabled() if needs_grad is None else needs_grad):
+            return "reference"  # the differentiable one; nothing to warn about
+        problem = _compiled_problem()
+        if problem is None:
+            return "compiled"
+        message = f"render backend compiled is unavailable: {problem}; {_FALLBACK_HINT}"
+        if requested == "compiled":
+            raise RenderBackendError(message)
+        if "compiled" not in _WARNED:
+            _WARNED.add("compiled")
+            warnings.warn(message + " (falling back to it now)", RuntimeWarning, stacklevel=3)
+        return "reference"
     problem = _gsplat_problem(device)
     if problem is None:
         return "gsplat"
@@ -72,11 +105,16 @@ def resolve_backend(device: torch.device | str, requested: str = "auto") -> str:
     return "reference"
 
 
-def backend_report(device: torch.device | str) -> str:
-    """One line for a GUI or CLI, e.g. "gsplat 1.5.3 (CUDA, NVIDIA H100)" or
-    "reference (PyTorch, CPU)"."""
+def backend_report(device: torch.device | str, needs_grad: bool | None = None) -> str:
+    """One line for a GUI or CLI: the backend "auto" uses on `device`, e.g. "gsplat 1.5.3 (CUDA,
+    NVIDIA H100)", "compiled (Numba 0.68.1, CPU, 2 threads)" or "reference (PyTorch, CPU)".
+    needs_grad as for `resolve_backend` (None: grad mode decides; a viewer passes False)."""
     device = torch.device(device)
     if device.type != "cuda":
+        if resolve_backend(device, "auto", needs_grad) == "compiled":
+            from . import compiled
+
+            return f"compiled (Numba {compiled.numba_version()}, {device.type.upper()}, {compiled.num_threads()} threads)"
         return f"reference (PyTorch, {device.type.upper()})"
     problem = _gsplat_problem(device)
     if problem is None:
@@ -106,7 +144,7 @@ def render(
     width: int,
     height: int,
     background: Tensor | Sequence[float] | None = None,  # [3] or [..., C, 3]; None = black
-    backend: str = "auto",  # "auto" | "gsplat" | "reference"
+    backend: str = "auto",  # "auto" | "gsplat" | "reference" | "compiled"
     near_plane: float = 0.01,
     far_plane: float = 1e10,
     supersample: int = 1,  # render at this many times width and height, then average each s x s block
@@ -116,6 +154,11 @@ def render(
     The batch dims `...` of the Gaussians and of viewmats/Ks must be equal (e.g. Gaussians [B, N]
     with cameras [B, C]); unbatched Gaussians [N] take cameras [C]. Returns rgb [..., C, H, W, 3],
     alpha [..., C, H, W, 1] and expected depth [..., C, H, W, 1] (gsplat's "RGB+ED").
+
+    "auto" on the CPU renders float32/float16 Gaussians with the compiled rasterizer when grad mode
+    is off (inside `torch.no_grad()` / `torch.inference_mode()`), else with the differentiable
+    reference; backend="compiled" forces the compiled one (float32 maths, outputs in the Gaussians'
+    dtype and device, never carrying gradients).
 
     supersample > 1 filters each pixel with a box, like a supersampled ray tracer (the heads
     dataset's 2x2), instead of only with the rasterizer's screen-space dilation (eps2d = 0.3 px^2,
@@ -153,6 +196,28 @@ def render(
     viewmats = viewmats.to(device=means.device, dtype=means.dtype)
     Ks = Ks.to(device=means.device, dtype=means.dtype)
     bgs = _backgrounds(background, batch, C, means)
+    used = resolve_backend(means.device, backend)
+    if used == "compiled" and backend == "auto" and means.dtype == torch.float64:
+        used = "reference"  # the compiled rasterizer computes in float32; float64 asks for more
+    out_shape = (*batch, C, int(height), int(width))
+
+    if used == "compiled":
+        from .compiled import render_compiled
+
+        def flat(t: Tensor) -> Tensor:  # `...` -> one batch dim B (B = 1 when unbatched)
+            return t.reshape(batch.numel(), *t.shape[len(batch):])
+
+        rgb, alpha, depth = render_compiled(
+            flat(means), flat(gaussians.log_scales), flat(gaussians.quats), flat(gaussians.opacity_logits),
+            flat(gaussians.sh_dc), flat(viewmats), flat(Ks), int(width), int(height), flat(bgs),
+            float(near_plane), float(far_plane),
+        )
+        like = dict(device=means.device, dtype=means.dtype)
+        return RenderOutput(
+            rgb.reshape(*out_shape, 3).to(**like), alpha.reshape(*out_shape, 1).to(**like),
+            depth.reshape(*out_shape, 1).to(**like), "compiled",
+        )
+
     inputs = dict(
         means=means,
         quats=gaussians.unit_quats,
@@ -167,8 +232,6 @@ def render(
         near_plane=float(near_plane),
         far_plane=float(far_plane),
     )
-
-    used = resolve_backend(means.device, backend)
     if used == "gsplat":
         rgb, alpha, depth = gsplat_backend.render_gsplat(**inputs)
         return RenderOutput(rgb, alpha, depth, "gsplat")
@@ -179,7 +242,6 @@ def render(
         for k, v in inputs.items()
     }
     rgb, alpha, depth = render_reference(**flat)
-    out_shape = (*batch, C, int(height), int(width))
     return RenderOutput(
         rgb.reshape(*out_shape, 3), alpha.reshape(*out_shape, 1), depth.reshape(*out_shape, 1), "reference"
     )
