@@ -12,19 +12,77 @@ Pose handling (`pose` argument):
 
 Channels per resolution: min(channel_base // res, channel_max) (reference: 32768, 512).
 Weights use the equalised learning rate of StyleGAN2 (scaled at run time, N(0, 1) init).
+Every setting is one field of `DiscriminatorConfig`; `build_discriminator(config)` builds it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from gsgan_core.errors import ConfigError
+
 POSE_MODES = ("contrastive", "projection", "none")
 LABEL_DIM = 25
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """The discriminator's settings; the defaults are the reference's (StyleGAN2 / GSGAN)."""
+
+    resolution: int = 256  # input images are resolution x resolution (a power of two >= 8)
+    pose: str = "contrastive"  # how D sees the camera: contrastive | projection | none (see above)
+    channel_base: int = 32768  # channels at resolution r: min(channel_base // r, channel_max)
+    channel_max: int = 512
+    mbstd_group: int = 4  # minibatch-std group size
+    pose_dim: int = 64  # contrastive embedding size; also projection's cmap_dim
+
+    def __post_init__(self):
+        if self.pose not in POSE_MODES:
+            raise ConfigError(f"unknown discriminator pose mode {self.pose!r}; choose one of {POSE_MODES}")
+        if self.resolution < 8 or self.resolution & (self.resolution - 1):
+            raise ConfigError(f"discriminator resolution must be a power of two >= 8, got {self.resolution}")
+        for name in ("channel_base", "channel_max", "mbstd_group", "pose_dim"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"discriminator {name} must be >= 1, got {getattr(self, name)}")
+        if self.channel_base < 4:  # the 4x4 stage must keep at least one channel
+            raise ConfigError(f"discriminator channel_base must be >= 4, got {self.channel_base}")
+
+    def channels(self, resolution: int) -> int:
+        return max(min(self.channel_base // resolution, self.channel_max), 1)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DiscriminatorConfig":
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ConfigError(f"unknown discriminator config keys: {unknown}")
+        return cls(**data)
+
+
+# The discriminator that trains beside each generator preset (models/config.py PRESETS): the
+# reference's, except at test size, where a full-width D would dwarf the generator (and its
+# training state would weigh some 200 MB).
+DISCRIMINATOR_PRESETS: dict[str, DiscriminatorConfig] = {
+    "tiny": DiscriminatorConfig(channel_base=1024, channel_max=64),
+    "gsgan-tiny": DiscriminatorConfig(channel_base=1024, channel_max=64),
+}
+
+
+def discriminator_preset(name: str, **overrides) -> DiscriminatorConfig:
+    """The discriminator of generator preset `name` (the reference's for most), fields replaced by `overrides`."""
+    try:
+        return dataclasses.replace(DISCRIMINATOR_PRESETS.get(name, DiscriminatorConfig()), **overrides)
+    except TypeError as err:
+        raise ConfigError(f"bad discriminator override: {err}") from None
 
 
 # ====================================================================== convolution with fast R1
@@ -182,12 +240,9 @@ class Discriminator(nn.Module):
         pose_dim: int = 64,  # contrastive embedding size; also projection's cmap_dim
     ):
         super().__init__()
-        if pose not in POSE_MODES:
-            raise ValueError(f"unknown discriminator pose mode {pose!r}; choose one of {POSE_MODES}")
-        if resolution < 8 or resolution & (resolution - 1):
-            raise ValueError(f"discriminator resolution must be a power of two >= 8, got {resolution}")
+        self.config = DiscriminatorConfig(resolution, pose, channel_base, channel_max, mbstd_group, pose_dim)
         self.resolution, self.pose, self.mbstd_group = resolution, pose, mbstd_group
-        channels = lambda res: min(channel_base // res, channel_max)  # noqa: E731
+        channels = self.config.channels
         self.from_rgb = EqualConv2d(3, channels(resolution), 1)
         resolutions = [2**i for i in range(int(math.log2(resolution)), 2, -1)]  # R, R/2, ..., 8
         self.blocks = nn.ModuleList(DBlock(channels(r), channels(r // 2)) for r in resolutions)
@@ -224,3 +279,7 @@ class Discriminator(nn.Module):
             camera = camera * (camera.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()
             return DOutput((out * camera).sum(dim=1) / math.sqrt(self.pose_dim), None, None)
         return DOutput(out.squeeze(1), self.image_pose(features), camera)
+
+
+def build_discriminator(config: DiscriminatorConfig) -> Discriminator:
+    return Discriminator(**config.to_dict())
