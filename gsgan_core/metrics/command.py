@@ -14,32 +14,7 @@ import sys
 import torch
 
 from gsgan_core.errors import GsganError
-
-
-def real_images(dataset, indices, resolution: int) -> torch.Tensor:  # -> [n, 3, R, R] in [-1, 1] on white
-    import torch.nn.functional as F
-
-    from gsgan_core.data.dataset import composite
-
-    images = composite(torch.stack([dataset[int(i)][0] for i in indices]), torch.ones(len(indices), 3))
-    return F.interpolate(images, size=(resolution, resolution), mode="area") if images.shape[-1] != resolution else images
-
-
-def fake_images(G, labels: torch.Tensor, resolution: int, seed: int, device, batch: int = 16,
-                supersample: int = 1) -> torch.Tensor:  # labels [n, 25] -> [n, 3, R, R] in [-1, 1] on white
-    from gsgan_core.models.generator import z_from_seeds
-    from gsgan_core.train.loop import generate_images
-
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(labels), batch):
-            c = labels[start : start + batch].to(device)
-            z = z_from_seeds(range(seed + start, seed + start + len(c)), G.config.z_dim, device)
-            images, _ = generate_images(G, z, c if G.config.c_dim else None, c[:, None],
-                                        torch.ones(len(c), 1, 3, device=device), resolution,
-                                        supersample=supersample)
-            out.append(images.cpu())
-    return torch.cat(out)
+from gsgan_core.models.sampling import fake_images, real_images  # noqa: F401  (also this module's API)
 
 
 def metrics_command(argv: list[str] | None = None) -> int:
@@ -116,7 +91,7 @@ def _measure(args, wanted: list[str], results: dict) -> int:  # fills results; 1
             results["swd_resolutions"] = swd["resolutions"]
         if "levels" in wanted:
             from gsgan_core.metrics.levels import generator_level_contributions
-            from gsgan_core.models.generator import z_from_seeds
+            from gsgan_core.models.sampling import z_from_seeds
 
             m = min(num, 16)
             z = z_from_seeds(range(args.seed, args.seed + m), G.config.z_dim, device)

@@ -2,8 +2,8 @@
 
 A level can hold most of the Gaussians and still add nothing to the picture: its Gaussians have
 shrunk below a pixel (the log-scale floor) or gone transparent, and nothing pulls them back, since
-an invisible Gaussian gets no gradient. The demo's run 2 ended that way (levels 2-4 of 5 at the
-floor by 300 kimg). SWD does not show it; this number does, so training logs it at every snapshot.
+an invisible Gaussian gets no gradient. SWD does not show that; this number does, so training logs
+it at every snapshot.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def level_contributions(
 
 
 def generator_level_contributions(
-    G,  # Generator
+    G,  # either architecture's generator
     z: Tensor,  # [B, z_dim]
     labels: Tensor,  # [B, 25] one camera per scene (EG3D labels); the mapping sees it if pose-conditioned
     resolution: int,
