@@ -24,6 +24,7 @@ machine code in __pycache__ (or NUMBA_CACHE_DIR) for later processes.
 from __future__ import annotations
 
 import math
+import os
 import threading
 
 import numba as nb
@@ -50,8 +51,13 @@ _F_M2 = np.float32(-2.0)
 _F_18 = np.float32(TILE_SIZE + 2.0)
 _NARROW = 3  # boxes narrower than this many pixels skip the per-row span (cheaper to test them all)
 
-# numba's workqueue threading layer (the fallback where OpenMP and TBB are missing) aborts the
-# process on concurrent launches; one lock keeps calls from several Python threads sequential.
+# numba's own "workqueue" thread pool, unless NUMBA_THREADING_LAYER says otherwise: measured on the
+# 2-core machine beside PyTorch's OpenMP threads, OpenMP's spinning workers cost 10-20 % more wall and
+# CPU time per frame (benchmarks/bench_cpu_render.py). It takes effect if no parallel numba code ran
+# in this process before. The workqueue pool aborts the process on concurrent launches, so one lock
+# keeps calls from several Python threads sequential.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    nb.config.THREADING_LAYER = "workqueue"
 _LOCK = threading.Lock()
 # prange hands out this many iterations at a time (dynamic scheduling): on a machine shared with
 # other jobs a static half-and-half split waits for the slower (descheduled) thread.
@@ -68,7 +74,7 @@ def num_threads() -> int:
     return int(nb.get_num_threads())
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, error_model="numpy")
 def _project(means, log_scales, quats, opacity_logits, sh_dc, viewmat, K, width, height, near, far,
              eps2d, records, drawn):
     """EWA projection of every Gaussian, from the raw (not yet activated) parameters, with the
@@ -186,11 +192,11 @@ def _project(means, log_scales, quats, opacity_logits, sh_dc, viewmat, K, width,
         r[_Y1] = y1
 
 
-@nb.njit(cache=True)
-def _sort_and_bin(records, drawn, tiles_x, tiles_y):
-    """The drawn Gaussians' records sorted front to back (a stable radix sort of the float32 depth's
-    bits, which order like the depths since they are positive), and per-tile lists of indices into
-    them: tile t's Gaussians are lists[offsets[t]:offsets[t + 1]], front to back."""
+@nb.njit(cache=True, error_model="numpy")
+def _depth_order(records, drawn):
+    """Indices of the drawn Gaussians, front to back: a stable LSD radix sort (11-bit digits) of the
+    float32 depths' bits, which order like the depths since those are positive; ties keep index
+    order, like the reference's stable sort."""
     n = drawn.shape[0]
     m = 0
     for i in range(n):
@@ -207,7 +213,7 @@ def _sort_and_bin(records, drawn, tiles_x, tiles_y):
             k += 1
     ids2 = np.empty(m, np.int32)
     keys2 = np.empty(m, np.uint32)
-    for shift in (0, 11, 22):  # LSD radix sort, 11-bit digits; stable, so ties keep index order
+    for shift in (0, 11, 22):
         counts = np.zeros(2049, np.int64)
         for k in range(m):
             counts[((keys[k] >> shift) & 0x7FF) + 1] += 1
@@ -221,14 +227,31 @@ def _sort_and_bin(records, drawn, tiles_x, tiles_y):
             keys2[j] = keys[k]
         ids, ids2 = ids2, ids
         keys, keys2 = keys2, keys
-    packed = np.empty((m, _NFIELDS), np.float32)
+    return ids
+
+
+@nb.njit(parallel=True, cache=True, error_model="numpy")
+def _gather(records, order):
+    """records[order] (the parallel part: random reads)."""
+    packed = np.empty((order.shape[0], _NFIELDS), np.float32)
+    for k in nb.prange(order.shape[0]):
+        i = order[k]
+        for f in range(_NFIELDS):
+            packed[k, f] = records[i, f]
+    return packed
+
+
+@nb.njit(cache=True, error_model="numpy")
+def _bin(packed, tiles_x, tiles_y):
+    """Per-tile lists of indices into `packed` (sorted front to back, so every list is too):
+    tile t's Gaussians are lists[offsets[t]:offsets[t + 1]]."""
+    m = packed.shape[0]
     n_tiles = tiles_x * tiles_y
     counts = np.zeros(n_tiles + 1, np.int64)
     for k in range(m):
-        r = records[ids[k]]
-        packed[k] = r
-        for ty in range(int(r[_Y0]) // TILE_SIZE, int(r[_Y1]) // TILE_SIZE + 1):
-            for tx in range(int(r[_X0]) // TILE_SIZE, int(r[_X1]) // TILE_SIZE + 1):
+        tx0, tx1 = int(packed[k, _X0]) // TILE_SIZE, int(packed[k, _X1]) // TILE_SIZE
+        for ty in range(int(packed[k, _Y0]) // TILE_SIZE, int(packed[k, _Y1]) // TILE_SIZE + 1):
+            for tx in range(tx0, tx1 + 1):
                 counts[ty * tiles_x + tx + 1] += 1
     for t in range(n_tiles):
         counts[t + 1] += counts[t]
@@ -236,21 +259,31 @@ def _sort_and_bin(records, drawn, tiles_x, tiles_y):
     cursor = offsets[:-1].copy()
     lists = np.empty(offsets[-1], np.int32)
     for k in range(m):
-        r = packed[k]
-        for ty in range(int(r[_Y0]) // TILE_SIZE, int(r[_Y1]) // TILE_SIZE + 1):
-            for tx in range(int(r[_X0]) // TILE_SIZE, int(r[_X1]) // TILE_SIZE + 1):
+        tx0, tx1 = int(packed[k, _X0]) // TILE_SIZE, int(packed[k, _X1]) // TILE_SIZE
+        for ty in range(int(packed[k, _Y0]) // TILE_SIZE, int(packed[k, _Y1]) // TILE_SIZE + 1):
+            for tx in range(tx0, tx1 + 1):
                 t = ty * tiles_x + tx
                 lists[cursor[t]] = k
                 cursor[t] += 1
+    return offsets, lists
+
+
+def _sort_and_bin(records, drawn, tiles_x, tiles_y):
+    """The drawn Gaussians' records sorted front to back, and per-tile lists of indices into them:
+    tile t's Gaussians are lists[offsets[t]:offsets[t + 1]], front to back."""
+    packed = _gather(records, _depth_order(records, drawn))
+    offsets, lists = _bin(packed, tiles_x, tiles_y)
     return packed, offsets, lists
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def _composite_tile(packed, lists, k0, k1, px0, py0, pw, ph, T, acc):
     """Front-to-back compositing of one tile's Gaussians (lists[k0:k1]) at its pw x ph pixels.
     T [256] starts at 1 and ends as the transmittance, negated where the pixel stopped early;
     acc [4, 256] gets sum alpha_i T_i (r, g, b, depth)."""
     remaining = pw * ph
+    alive = np.zeros(TILE_SIZE, np.int64)  # pixels of each row that have not stopped
+    alive[:ph] = pw
     cx0 = np.float32(px0) + _F_HALF  # centre of the tile's first pixel
     cy0 = np.float32(py0) + _F_HALF
     for k in range(k0, k1):
@@ -267,6 +300,8 @@ def _composite_tile(packed, lists, k0, k1, px0, py0, pw, ph, T, acc):
         inv_ca = _F_ONE / ca
         hca = _F_HALF * ca
         for ly in range(gy0, gy1 + 1):
+            if alive[ly] == 0:
+                continue
             dy = my - np.float32(ly)
             cbdy = cb * dy
             xs, xe = gx0, gx1
@@ -304,6 +339,7 @@ def _composite_tile(packed, lists, k0, k1, px0, py0, pw, ph, T, acc):
                 next_T = Tp * (_F_ONE - alpha)
                 if next_T <= _F_T_STOP:  # stop before this Gaussian
                     T[p] = -Tp
+                    alive[ly] -= 1
                     remaining -= 1
                     continue
                 w = alpha * Tp
@@ -316,7 +352,7 @@ def _composite_tile(packed, lists, k0, k1, px0, py0, pw, ph, T, acc):
             break
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, error_model="numpy")
 def _composite(packed, offsets, lists, background, width, height, tiles_x, out_rgb, out_alpha, out_depth):
     n_tiles = offsets.shape[0] - 1
     for t in nb.prange(n_tiles):
