@@ -1,12 +1,14 @@
 """Generator + rasterizer speed and peak memory for the reference presets, on one CUDA GPU.
 
-    python benchmarks/bench_core.py [--out DIR] [--iters 50] [--presets ffhq256,ffhq512]
+    python benchmarks/bench_core.py [--out DIR] [--iters 50] [--presets ffhq256,ffhq512,lite256,lite512]
 
-For ffhq256 at 256x256 and ffhq512 at 512x512, batch 1 and 8, random weights (layerscales
-switched on so every block works as after training): the time to generate Gaussians from w
-(mapping + synthesis) in several execution modes, the time to rasterize them with gsplat
-(one camera per scene), and the peak GPU memory of generate + render. Medians after warm-up,
-synchronised. Prints a table last; writes the raw numbers as JSON to --out.
+For ffhq256 / lite256 at 256x256 and ffhq512 / lite512 at 512x512 (ffhq*: the official GSGAN
+architecture, lite*: the lite one), batch 1 and 8, random weights (layerscales switched on so every
+block works as after training): the time to generate Gaussians from z (mapping, conditioned on the
+camera label where the preset's mapping is, + synthesis) in several execution modes, the time to
+rasterize them with gsplat (one camera per scene, the preset's camera model), and the peak GPU
+memory of generate + render. Medians after warm-up, synchronised. Prints a table last; writes the
+raw numbers as JSON to --out.
 """
 
 from __future__ import annotations
@@ -24,17 +26,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gsgan_core.cameras import orbit_camera, to_rasterizer  # noqa: E402
+from gsgan_core.cameras import cameras_to_labels, orbit_camera, to_rasterizer  # noqa: E402
+from gsgan_core.models import build_generator  # noqa: E402
 from gsgan_core.models.config import preset  # noqa: E402
-from gsgan_core.models.generator import Generator, randomize_layer_scales, z_from_seeds  # noqa: E402
+from gsgan_core.models.generator import randomize_layer_scales, z_from_seeds  # noqa: E402
 from gsgan_core.models.graphed import GraphedSynthesis  # noqa: E402
 from gsgan_core.render import backend_report, render  # noqa: E402
 from scenes import head_like  # noqa: E402
 
-CASES = [("ffhq256", 256), ("ffhq512", 512)]
+CASES = [("ffhq256", 256), ("ffhq512", 512), ("lite256", 256), ("lite512", 512)]
+DEFAULT_PRESETS = "ffhq256,ffhq512"
 BATCHES = [1, 8]
-TARGET_MS = {"ffhq256": 1.5, "ffhq512": 2.0}  # per image at batch 1, generator + rasterizer
-PUBLISHED_MS = {"ffhq256": 2.7, "ffhq512": 3.0}  # GSGAN paper
+TARGET_MS = {256: 1.5, 512: 2.0}  # per image at batch 1, generator + rasterizer
+PUBLISHED_MS = {256: 2.7, 512: 3.0}  # GSGAN paper
 
 
 def median_ms(fn, iters: int, warmup: int = 5) -> float:
@@ -60,7 +64,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("out"))
     parser.add_argument("--iters", type=int, default=50)
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile modes")
-    parser.add_argument("--presets", default=",".join(name for name, _ in CASES),
+    parser.add_argument("--presets", default=DEFAULT_PRESETS,
                         help="comma-separated, from " + ", ".join(name for name, _ in CASES))
     args = parser.parse_args()
     chosen = args.presets.split(",")
@@ -79,18 +83,20 @@ def main() -> int:
     compile_s: dict[str, float] = {}
     for name, resolution in [case for case in CASES if case[0] in chosen]:
         torch.manual_seed(0)
-        generator = randomize_layer_scales(Generator(preset(name))).to(device).eval().requires_grad_(False)
+        config = preset(name)
+        generator = randomize_layer_scales(build_generator(config)).to(device).eval().requires_grad_(False)
         for batch in BATCHES:
-            z = z_from_seeds(range(batch), generator.config.z_dim, device)
+            z = z_from_seeds(range(batch), config.z_dim, device)
             cam2world, K = orbit_camera(yaw=torch.linspace(-0.4, 0.4, batch), pitch=0.1, device=device)
-            viewmats, Ks = to_rasterizer(cam2world, K, resolution, resolution)
+            c = cameras_to_labels(cam2world, K) if getattr(config, "c_dim", 0) else None  # pose-conditioned mapping
+            viewmats, Ks = to_rasterizer(cam2world, K, resolution, resolution, camera_model=config.camera_model)
             viewmats, Ks = viewmats[:, None], Ks[:, None]  # one camera per scene: [B, 1, ...]
             with torch.no_grad():
-                ws = generator.mapping(z, psi=0.7)
+                ws = generator.mapping(z, c, psi=0.7)
                 view_dirs = cam2world[:, :3, 2]
 
                 def gen_eager():
-                    return generator.synthesize(generator.mapping(z, psi=0.7), view_dirs)
+                    return generator.synthesize(generator.mapping(z, c, psi=0.7), view_dirs)
 
                 def gen_bf16():
                     with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -107,7 +113,7 @@ def main() -> int:
                 replayed = graphed(ws, view_dirs)
                 errors = {"graph tf32": float((replayed.means - reference.means).abs().max())}
                 modes["graph tf32"] = median_ms(
-                    lambda: graphed(generator.mapping(z, psi=0.7), view_dirs, clone=False), args.iters
+                    lambda: graphed(generator.mapping(z, c, psi=0.7), view_dirs, clone=False), args.iters
                 )
                 for label, dtype in (("compiled tf32", torch.float32), ("compiled bf16", torch.bfloat16)):
                     if args.no_compile or batch != 1:  # compiling takes ~a minute per shape: batch 1 only
@@ -117,7 +123,7 @@ def main() -> int:
 
                         def gen_compiled(compiled=compiled, dtype=dtype):
                             with torch.autocast("cuda", dtype=dtype, enabled=dtype != torch.float32):
-                                return compiled(generator.mapping(z, psi=0.7), view_dirs)
+                                return compiled(generator.mapping(z, c, psi=0.7), view_dirs)
 
                         start = time.perf_counter()
                         for _ in range(3):  # compile, then record the CUDA graph
@@ -132,10 +138,12 @@ def main() -> int:
                 render_ms = median_ms(
                     lambda: render(gaussians, viewmats, Ks, resolution, resolution, backend="gsplat"), args.iters
                 )
-                head = head_like(generator.config, batch, device)
-                render_head_ms = median_ms(
-                    lambda: render(head, viewmats, Ks, resolution, resolution, backend="gsplat"), args.iters
-                )
+                render_head_ms = None
+                if config.architecture == "lite":  # head_like builds the lite hierarchy
+                    head = head_like(config, batch, device)
+                    render_head_ms = median_ms(
+                        lambda: render(head, viewmats, Ks, resolution, resolution, backend="gsplat"), args.iters
+                    )
                 best_mode = min(modes, key=modes.get)
                 del graphed
                 torch.cuda.empty_cache()
@@ -147,6 +155,7 @@ def main() -> int:
                 assert out.rgb.shape == (batch, 1, resolution, resolution, 3)
             row = {
                 "preset": name,
+                "architecture": config.architecture,
                 "resolution": resolution,
                 "batch": batch,
                 "gaussians": gaussians.num_gaussians,
@@ -156,7 +165,9 @@ def main() -> int:
                 "render_head_like_ms": render_head_ms,
                 "best_generator_mode": best_mode,
                 "total_ms_per_image": (modes[best_mode] + render_ms) / batch,
-                "total_head_like_ms_per_image": (modes[best_mode] + render_head_ms) / batch,
+                "total_head_like_ms_per_image": (
+                    (modes[best_mode] + render_head_ms) / batch if render_head_ms is not None else None
+                ),
                 "peak_mib": peak_mib,
             }
             results.append(row)
@@ -167,18 +178,20 @@ def main() -> int:
     (args.out / "bench_core.json").write_text(json.dumps({"device": torch.cuda.get_device_name(device), "rows": results, "compile_s": compile_s}, indent=1))
     print()
     print("compile + graph capture time (s):", json.dumps({k: round(v, 1) for k, v in compile_s.items()}))
-    mode_names = list(results[0]["generator_ms"])
+    mode_names = list(dict.fromkeys(m for r in results for m in r["generator_ms"]))
     print("| preset | res | batch | " + " | ".join(f"G {m}" for m in mode_names)
           + " | render (G's scene) | render (head-like) | best G mode | total / image | total / image (head-like) | peak MiB | target / image |")
     print("|---" * (len(mode_names) + 11) + "|")
     for r in results:
         g = r["generator_ms"]
-        target = f"{TARGET_MS[r['preset']]} ms" if r["batch"] == 1 else "-"
+        target = f"{TARGET_MS[r['resolution']]} ms" if r["batch"] == 1 else "-"
+        head_ms = "-" if r["render_head_like_ms"] is None else f"{r['render_head_like_ms']:.2f}"
+        head_total = "-" if r["total_head_like_ms_per_image"] is None else f"{r['total_head_like_ms_per_image']:.2f}"
         print(
             f"| {r['preset']} | {r['resolution']} | {r['batch']} | "
             + " | ".join(f"{g[m]:.2f}" if m in g else "-" for m in mode_names)
-            + f" | {r['render_ms']:.2f} | {r['render_head_like_ms']:.2f} | {r['best_generator_mode']} | "
-            f"{r['total_ms_per_image']:.2f} | {r['total_head_like_ms_per_image']:.2f} | {r['peak_mib']:.0f} | {target} |"
+            + f" | {r['render_ms']:.2f} | {head_ms} | {r['best_generator_mode']} | "
+            f"{r['total_ms_per_image']:.2f} | {head_total} | {r['peak_mib']:.0f} | {target} |"
         )
     return 0
 
