@@ -285,11 +285,12 @@ def composite_stage_inputs(gaussians, view, size: int):
     K = view[1][0].double().numpy()
     n = arrays[0].shape[0]
     records = np.empty((n, C._NFIELDS), np.float32)
+    depths = np.empty(n, np.float32)
     drawn = np.empty(n, np.bool_)
-    C._project(*arrays, viewmat, K, size, size, 0.01, 1e10, C.EPS2D, records, drawn)
+    C._project(*arrays, viewmat, K, size, size, 0.01, 1e10, C.EPS2D, records, depths, drawn)
     tiles = -(-size // C.TILE_SIZE)
-    packed, offsets, lists = C._sort_and_bin(records, drawn, tiles, tiles)
-    return packed, offsets, lists, tiles
+    packed, offsets, lists = C._sort_and_bin(records, depths, drawn, tiles, tiles)
+    return packed.copy(), offsets, lists, tiles  # a copy: the next frame reuses the scratch buffer
 
 
 def bench_composite_stage(gaussians, info, size: int, threads: int, frames: int, dll) -> dict:
@@ -309,9 +310,7 @@ def bench_composite_stage(gaussians, info, size: int, threads: int, frames: int,
                        np.empty((size, size, 1), np.float32)) for name in times}
 
         def run_numba():
-            old = numba.set_parallel_chunksize(C._CHUNK_TILES)
-            C._composite(packed, offsets, lists, bg, size, size, tiles, *outs["numba"])
-            numba.set_parallel_chunksize(old)
+            C._composite(packed, offsets, lists, bg, size, size, tiles, threads, *outs["numba"])
 
         def run_cpp():
             ptr = lambda a: a.ctypes.data_as(ctypes.c_void_p)  # noqa: E731

@@ -7,18 +7,22 @@ below 1/255 and for negative exponents, a pixel stops before the Gaussian that w
 transmittance to <= 1e-4), colour, alpha and expected depth out, background added as T * bg.
 
 What makes it fast, none of which changes a pixel:
-- Projection is one parallel loop over the Gaussians (float64 maths on float32 inputs).
+- Projection is one parallel loop over the Gaussians, straight from the raw parameters (the
+  activations are done there too: no PyTorch ops per frame), float64 maths on float32 inputs.
 - Each drawable Gaussian gets the pixel rectangle outside which its alpha is below 1/255 (so the
   reference skips it there too): |dx| <= sqrt(2 ln(o / (1/255)) * Sigma_xx), the same for y, and never
   more than the reference's 3.33-sigma box. Gaussians are binned into 16x16 tiles by that rectangle,
-  after one stable depth sort, so every tile's list is already front to back.
-- Tiles are composited in parallel (prange over tiles), in float32; inside a tile each Gaussian
-  only touches the pixels of its own rectangle, and each pixel row of it only the span where the
-  ellipse's exponent can be under the threshold; a tile stops as soon as all its pixels are done.
+  after one stable radix sort by depth, so every tile's list is already front to back.
+- Tiles are composited in parallel, in float32, balanced over the threads by their cost; inside
+  a tile each Gaussian only touches the pixels of its own rectangle, and each pixel row of it only
+  the span where its exponent can be under the threshold (a quadratic in x); a row whose pixels
+  have all stopped is skipped, and a tile ends when all its pixels have stopped.
 
 Not differentiable (no autograd): `render(..., backend="auto")` uses it on CPU only when no
 gradient can be needed. The first call compiles the kernels (seconds); `cache=True` keeps the
 machine code in __pycache__ (or NUMBA_CACHE_DIR) for later processes.
+
+Measured with benchmarks/bench_cpu_render.py; `bench_cpu_render.py --help` says what it compares.
 """
 
 from __future__ import annotations
@@ -59,10 +63,6 @@ _NARROW = 3  # boxes narrower than this many pixels skip the per-row span (cheap
 if "NUMBA_THREADING_LAYER" not in os.environ:
     nb.config.THREADING_LAYER = "workqueue"
 _LOCK = threading.Lock()
-# prange hands out this many iterations at a time (dynamic scheduling): on a machine shared with
-# other jobs a static half-and-half split waits for the slower (descheduled) thread.
-_CHUNK_GAUSSIANS = 4096
-_CHUNK_TILES = 2
 
 
 def numba_version() -> str:
@@ -76,11 +76,12 @@ def num_threads() -> int:
 
 @nb.njit(parallel=True, cache=True, error_model="numpy")
 def _project(means, log_scales, quats, opacity_logits, sh_dc, viewmat, K, width, height, near, far,
-             eps2d, records, drawn):
+             eps2d, records, depths, drawn):
     """EWA projection of every Gaussian, from the raw (not yet activated) parameters, with the
     reference's activations: scale = exp, opacity = sigmoid, rgb = max(SH_C0 sh + 0.5, 0), unit
     quaternion. Sets drawn[i] and, for the Gaussians drawn, fills records[i]: pixel mean, conic,
-    opacity, colour, depth, twice the exponent limit, and the pixel box (inclusive)."""
+    opacity, colour, depth, twice the exponent limit, and the pixel box (inclusive); and depths[i]
+    (the sort key, contiguous)."""
     n = means.shape[0]
     r00, r01, r02, t0 = viewmat[0, 0], viewmat[0, 1], viewmat[0, 2], viewmat[0, 3]
     r10, r11, r12, t1 = viewmat[1, 0], viewmat[1, 1], viewmat[1, 2], viewmat[1, 3]
@@ -185,6 +186,7 @@ def _project(means, log_scales, quats, opacity_logits, sh_dc, viewmat, K, width,
         r[_G] = max(SH_C0 * np.float64(sh_dc[i, 1]) + 0.5, 0.0)
         r[_B] = max(SH_C0 * np.float64(sh_dc[i, 2]) + 0.5, 0.0)
         r[_Z] = z
+        depths[i] = z
         r[_L2] = 2.0 * limit
         r[_X0] = x0
         r[_Y0] = y0
@@ -193,7 +195,7 @@ def _project(means, log_scales, quats, opacity_logits, sh_dc, viewmat, K, width,
 
 
 @nb.njit(cache=True, error_model="numpy")
-def _depth_order(records, drawn):
+def _depth_order(depths, drawn):
     """Indices of the drawn Gaussians, front to back: a stable LSD radix sort (11-bit digits) of the
     float32 depths' bits, which order like the depths since those are positive; ties keep index
     order, like the reference's stable sort."""
@@ -204,7 +206,7 @@ def _depth_order(records, drawn):
             m += 1
     ids = np.empty(m, np.int32)
     keys = np.empty(m, np.uint32)
-    depth_bits = records[:, _Z].copy().view(np.uint32)
+    depth_bits = depths.view(np.uint32)
     k = 0
     for i in range(n):
         if drawn[i]:
@@ -231,27 +233,30 @@ def _depth_order(records, drawn):
 
 
 @nb.njit(parallel=True, cache=True, error_model="numpy")
-def _gather(records, order):
-    """records[order] (the parallel part: random reads)."""
-    packed = np.empty((order.shape[0], _NFIELDS), np.float32)
-    for k in nb.prange(order.shape[0]):
+def _gather(records, order, packed, rects):
+    """packed[:m] = records[order] (random reads: the parallel part), and rects[:m] each one's tile
+    rectangle [tx0, ty0, tx1, ty1] (inclusive)."""
+    m = order.shape[0]
+    for k in nb.prange(m):
         i = order[k]
         for f in range(_NFIELDS):
             packed[k, f] = records[i, f]
-    return packed
+        rects[k, 0] = int(records[i, _X0]) // TILE_SIZE
+        rects[k, 1] = int(records[i, _Y0]) // TILE_SIZE
+        rects[k, 2] = int(records[i, _X1]) // TILE_SIZE
+        rects[k, 3] = int(records[i, _Y1]) // TILE_SIZE
 
 
 @nb.njit(cache=True, error_model="numpy")
-def _bin(packed, tiles_x, tiles_y):
-    """Per-tile lists of indices into `packed` (sorted front to back, so every list is too):
+def _bin(rects, tiles_x, tiles_y):
+    """Per-tile lists of indices into the depth-sorted Gaussians (so every list is sorted too):
     tile t's Gaussians are lists[offsets[t]:offsets[t + 1]]."""
-    m = packed.shape[0]
+    m = rects.shape[0]
     n_tiles = tiles_x * tiles_y
     counts = np.zeros(n_tiles + 1, np.int64)
     for k in range(m):
-        tx0, tx1 = int(packed[k, _X0]) // TILE_SIZE, int(packed[k, _X1]) // TILE_SIZE
-        for ty in range(int(packed[k, _Y0]) // TILE_SIZE, int(packed[k, _Y1]) // TILE_SIZE + 1):
-            for tx in range(tx0, tx1 + 1):
+        for ty in range(rects[k, 1], rects[k, 3] + 1):
+            for tx in range(rects[k, 0], rects[k, 2] + 1):
                 counts[ty * tiles_x + tx + 1] += 1
     for t in range(n_tiles):
         counts[t + 1] += counts[t]
@@ -259,43 +264,47 @@ def _bin(packed, tiles_x, tiles_y):
     cursor = offsets[:-1].copy()
     lists = np.empty(offsets[-1], np.int32)
     for k in range(m):
-        tx0, tx1 = int(packed[k, _X0]) // TILE_SIZE, int(packed[k, _X1]) // TILE_SIZE
-        for ty in range(int(packed[k, _Y0]) // TILE_SIZE, int(packed[k, _Y1]) // TILE_SIZE + 1):
-            for tx in range(tx0, tx1 + 1):
+        for ty in range(rects[k, 1], rects[k, 3] + 1):
+            for tx in range(rects[k, 0], rects[k, 2] + 1):
                 t = ty * tiles_x + tx
                 lists[cursor[t]] = k
                 cursor[t] += 1
     return offsets, lists
 
 
-def _sort_and_bin(records, drawn, tiles_x, tiles_y):
+def _sort_and_bin(records, depths, drawn, tiles_x, tiles_y):
     """The drawn Gaussians' records sorted front to back, and per-tile lists of indices into them:
     tile t's Gaussians are lists[offsets[t]:offsets[t + 1]], front to back."""
-    packed = _gather(records, _depth_order(records, drawn))
-    offsets, lists = _bin(packed, tiles_x, tiles_y)
+    order = _depth_order(depths, drawn)
+    m = order.shape[0]
+    packed = _scratch("packed", (m, _NFIELDS), np.float32)
+    rects = _scratch("rects", (m, 4), np.int32)
+    _gather(records, order, packed, rects)
+    offsets, lists = _bin(rects, tiles_x, tiles_y)
     return packed, offsets, lists
 
 
 @nb.njit(cache=True, error_model="numpy")
 def _composite_tile(packed, lists, k0, k1, px0, py0, pw, ph, T, acc):
     """Front-to-back compositing of one tile's Gaussians (lists[k0:k1]) at its pw x ph pixels.
-    T [256] starts at 1 and ends as the transmittance, negated where the pixel stopped early;
-    acc [4, 256] gets sum alpha_i T_i (r, g, b, depth)."""
+    packed: the records flattened ([m * 16]); T [256] starts at 1 and ends as the transmittance,
+    negated where the pixel stopped early; acc [4 * 256] gets sum alpha_i T_i of r, g, b, depth
+    (at p, 256 + p, 512 + p, 768 + p). Unsigned indices spare numba's negative-index checks."""
     remaining = pw * ph
     alive = np.zeros(TILE_SIZE, np.int64)  # pixels of each row that have not stopped
     alive[:ph] = pw
     cx0 = np.float32(px0) + _F_HALF  # centre of the tile's first pixel
     cy0 = np.float32(py0) + _F_HALF
     for k in range(k0, k1):
-        g = lists[k]
+        g = np.uint64(lists[k]) * np.uint64(_NFIELDS)
         # Offsets from the first pixel's centre: dx = mx - lx at pixel column lx.
-        mx, my = packed[g, _MX] - cx0, packed[g, _MY] - cy0
-        ca, cb, cc, op = packed[g, _CA], packed[g, _CB], packed[g, _CC], packed[g, _OP]
-        l2 = packed[g, _L2]
-        gx0 = max(int(packed[g, _X0]) - px0, 0)
-        gx1 = min(int(packed[g, _X1]) - px0, pw - 1)
-        gy0 = max(int(packed[g, _Y0]) - py0, 0)
-        gy1 = min(int(packed[g, _Y1]) - py0, ph - 1)
+        mx, my = packed[g + _MX] - cx0, packed[g + _MY] - cy0
+        ca, cb, cc, op = packed[g + _CA], packed[g + _CB], packed[g + _CC], packed[g + _OP]
+        l2 = packed[g + _L2]
+        gx0 = max(int(packed[g + _X0]) - px0, 0)
+        gx1 = min(int(packed[g + _X1]) - px0, pw - 1)
+        gy0 = max(int(packed[g + _Y0]) - py0, 0)
+        gy1 = min(int(packed[g + _Y1]) - py0, ph - 1)
         narrow = gx1 - gx0 < _NARROW
         inv_ca = _F_ONE / ca
         hca = _F_HALF * ca
@@ -325,7 +334,7 @@ def _composite_tile(packed, lists, k0, k1, px0, py0, pw, ph, T, acc):
             hcdy2 = _F_HALF * cc * dy * dy
             row = ly * TILE_SIZE
             for lx in range(xs, xe + 1):
-                p = row + lx
+                p = np.uint64(row + lx)
                 Tp = T[p]
                 if Tp < _F_ZERO:  # this pixel has stopped
                     continue
@@ -343,55 +352,81 @@ def _composite_tile(packed, lists, k0, k1, px0, py0, pw, ph, T, acc):
                     remaining -= 1
                     continue
                 w = alpha * Tp
-                acc[0, p] += w * packed[g, _R]
-                acc[1, p] += w * packed[g, _G]
-                acc[2, p] += w * packed[g, _B]
-                acc[3, p] += w * packed[g, _Z]
+                acc[p] += w * packed[g + _R]
+                acc[p + np.uint64(256)] += w * packed[g + _G]
+                acc[p + np.uint64(512)] += w * packed[g + _B]
+                acc[p + np.uint64(768)] += w * packed[g + _Z]
                 T[p] = next_T
         if remaining == 0:
             break
 
 
 @nb.njit(parallel=True, cache=True, error_model="numpy")
-def _composite(packed, offsets, lists, background, width, height, tiles_x, out_rgb, out_alpha, out_depth):
+def _composite(packed, offsets, lists, background, width, height, tiles_x, workers,
+               out_rgb, out_alpha, out_depth):
+    """All tiles, in parallel. numba's prange splits its range statically (a chunk size does not
+    make it dynamic), so the loop runs over `workers` (the thread count), each taking every
+    workers-th tile from the list sorted by cost (Gaussians in the tile), most expensive first:
+    balanced within a tile or two, where plain prange over the tiles left one of 2 threads idle a
+    third of the time (the face is in the middle)."""
     n_tiles = offsets.shape[0] - 1
-    for t in nb.prange(n_tiles):
-        ty, tx = t // tiles_x, t % tiles_x
-        px0, py0 = tx * TILE_SIZE, ty * TILE_SIZE
-        pw = min(TILE_SIZE, width - px0)
-        ph = min(TILE_SIZE, height - py0)
-        T = np.ones(TILE_SIZE * TILE_SIZE, np.float32)
-        acc = np.zeros((4, TILE_SIZE * TILE_SIZE), np.float32)
-        _composite_tile(packed, lists, offsets[t], offsets[t + 1], px0, py0, pw, ph, T, acc)
-        for ly in range(ph):
-            for lx in range(pw):
-                p = ly * TILE_SIZE + lx
-                Tp = abs(T[p])
-                a = _F_ONE - Tp
-                y, x = py0 + ly, px0 + lx
-                out_rgb[y, x, 0] = acc[0, p] + Tp * background[0]
-                out_rgb[y, x, 1] = acc[1, p] + Tp * background[1]
-                out_rgb[y, x, 2] = acc[2, p] + Tp * background[2]
-                out_alpha[y, x, 0] = a
-                out_depth[y, x, 0] = acc[3, p] / max(a, _F_TINY)
+    flat = packed.reshape(-1)
+    cost = np.empty(n_tiles, np.int64)
+    for t in range(n_tiles):
+        cost[t] = offsets[t] - offsets[t + 1]  # negated: ascending order puts the most expensive first
+    order = np.argsort(cost, kind="mergesort")
+    workers = max(min(workers, n_tiles), 1)
+    for j in nb.prange(workers):
+        T = np.empty(TILE_SIZE * TILE_SIZE, np.float32)
+        acc = np.empty(4 * TILE_SIZE * TILE_SIZE, np.float32)
+        for idx in range(j, n_tiles, workers):
+            t = order[idx]
+            ty, tx = t // tiles_x, t % tiles_x
+            px0, py0 = tx * TILE_SIZE, ty * TILE_SIZE
+            pw = min(TILE_SIZE, width - px0)
+            ph = min(TILE_SIZE, height - py0)
+            T[:] = _F_ONE
+            acc[:] = _F_ZERO
+            _composite_tile(flat, lists, offsets[t], offsets[t + 1], px0, py0, pw, ph, T, acc)
+            for ly in range(ph):
+                for lx in range(pw):
+                    p = ly * TILE_SIZE + lx
+                    Tp = abs(T[p])
+                    a = _F_ONE - Tp
+                    y, x = py0 + ly, px0 + lx
+                    out_rgb[y, x, 0] = acc[p] + Tp * background[0]
+                    out_rgb[y, x, 1] = acc[256 + p] + Tp * background[1]
+                    out_rgb[y, x, 2] = acc[512 + p] + Tp * background[2]
+                    out_alpha[y, x, 0] = a
+                    out_depth[y, x, 0] = acc[768 + p] / max(a, _F_TINY)
+
+
+# Scratch buffers reused from frame to frame (fresh ones cost page faults: a few ms per frame at
+# 87k Gaussians); only touched under _LOCK.
+_SCRATCH: dict[str, np.ndarray] = {}
+
+
+def _scratch(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
+    size = int(np.prod(shape))
+    buf = _SCRATCH.get(name)
+    if buf is None or buf.size < size or buf.dtype != dtype:
+        buf = _SCRATCH[name] = np.empty(max(size, 1), dtype)
+    return buf[:size].reshape(shape)
 
 
 def _render_image(means, log_scales, quats, opacity_logits, sh_dc, viewmat, K, width, height, background,
                   near_plane, far_plane, eps2d, out_rgb, out_alpha, out_depth):
     """One image from numpy float32 arrays, into out_rgb [H, W, 3], out_alpha and out_depth [H, W, 1]."""
     n = means.shape[0]
-    records = np.empty((n, _NFIELDS), np.float32)
-    drawn = np.empty(n, np.bool_)
-    old = nb.set_parallel_chunksize(_CHUNK_GAUSSIANS)
-    try:
-        _project(means, log_scales, quats, opacity_logits, sh_dc, viewmat, K, width, height, near_plane,
-                 far_plane, eps2d, records, drawn)
-        tiles_x, tiles_y = -(-width // TILE_SIZE), -(-height // TILE_SIZE)
-        packed, offsets, lists = _sort_and_bin(records, drawn, tiles_x, tiles_y)
-        nb.set_parallel_chunksize(_CHUNK_TILES)
-        _composite(packed, offsets, lists, background, width, height, tiles_x, out_rgb, out_alpha, out_depth)
-    finally:
-        nb.set_parallel_chunksize(old)
+    records = _scratch("records", (n, _NFIELDS), np.float32)
+    depths = _scratch("depths", (n,), np.float32)
+    drawn = _scratch("drawn", (n,), np.bool_)
+    _project(means, log_scales, quats, opacity_logits, sh_dc, viewmat, K, width, height, near_plane,
+             far_plane, eps2d, records, depths, drawn)
+    tiles_x, tiles_y = -(-width // TILE_SIZE), -(-height // TILE_SIZE)
+    packed, offsets, lists = _sort_and_bin(records, depths, drawn, tiles_x, tiles_y)
+    _composite(packed, offsets, lists, background, width, height, tiles_x, nb.get_num_threads(),
+               out_rgb, out_alpha, out_depth)
 
 
 def _np32(t: Tensor) -> np.ndarray:
