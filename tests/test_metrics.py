@@ -171,3 +171,34 @@ def test_level_contributions_tell_a_dead_level_from_a_live_one():
     assert live[0] > 0.2 and dead[0] > 0.2  # without level 0 the head's pixels turn white or blue
     assert live[1] > 0.05  # the blue children cover part of the red blob
     assert dead[1] < 1e-4  # transparent children change nothing
+
+
+def test_metrics_and_the_shared_sampling_helpers_do_not_import_training():
+    import subprocess
+    import sys
+
+    code = ("import sys, gsgan_core.metrics.command, gsgan_core.metrics.levels, gsgan_core.models.sampling\n"
+            "print(sorted(m for m in sys.modules if m.startswith('gsgan_core.train')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_fake_and_real_images_match_generate_images_and_the_dataset(tmp_path):
+    from gsgan_core.data.dataset import ImageDataset, composite
+    from gsgan_core.models.sampling import fake_images, generate_images, real_images, z_from_seeds
+
+    data = tmp_path / "heads.zip"
+    make_heads_dataset(data, 4, 16, seed=0, processes=1, progress=False)
+    dataset = ImageDataset(data)
+    reals = real_images(dataset, [2, 0], 8)  # area-resized
+    assert reals.shape == (2, 3, 8, 8)
+    full = composite(torch.stack([dataset[2][0], dataset[0][0]]), torch.ones(2, 3))
+    assert torch.allclose(reals, torch.nn.functional.avg_pool2d(full, 2), atol=1e-6)
+    torch.manual_seed(0)
+    G = Generator(preset("tiny", image_resolution=16, c_dim=25)).eval()
+    labels = dataset.labels[:3]
+    fakes = fake_images(G, labels, 16, seed=5, batch=2, backend="reference")  # two batches
+    with torch.no_grad():
+        direct, _ = generate_images(G, z_from_seeds([5, 6, 7], G.config.z_dim), labels, labels[:, None],
+                                    torch.ones(3, 1, 3), 16, "reference")
+    assert fakes.shape == (3, 3, 16, 16) and torch.allclose(fakes, direct, atol=1e-5)

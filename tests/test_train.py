@@ -140,7 +140,7 @@ def test_max_minutes_stops_with_a_final_snapshot(heads, tmp_path):
 
 def test_resume_refuses_a_different_model_and_a_fresh_run_refuses_an_old_outdir(heads, tmp_path):
     train(tiny_config(heads, tmp_path / "run", max_steps=1))
-    with pytest.raises(TrainingError, match="d_pose"):
+    with pytest.raises(TrainingError, match="--d-pose projection does not fit the discriminator"):
         train(tiny_config(heads, tmp_path / "run", max_steps=1, resume=str(tmp_path / "run"), d_pose="projection"))
     with pytest.raises(TrainingError, match="already holds"):
         train(tiny_config(heads, tmp_path / "run", max_steps=1))
@@ -150,7 +150,7 @@ def test_resume_new_d_keeps_the_generator_and_starts_a_bigger_discriminator(head
     run = tmp_path / "run"
     train(tiny_config(heads, run, max_steps=2))
     saved, _ = read_training_state(run)
-    with pytest.raises(TrainingError, match="d_channel_max"):  # a plain resume keeps D's shape
+    with pytest.raises(TrainingError, match="--d-channel-max 128 .*--resume-new-d"):  # a plain resume keeps D's shape
         train(tiny_config(heads, run, max_steps=1, resume=str(run), d_channel_max=128))
     with pytest.raises(ConfigError, match="--resume"):
         tiny_config(heads, tmp_path / "other", resume_new_d=True)
@@ -197,8 +197,8 @@ def test_init_g_fine_tunes_a_generator_checkpoint_with_a_new_discriminator(heads
     assert not torch.equal(direct.G.state_dict()["mapping.layers.0.weight"], released.state_dict()["mapping.layers.0.weight"])
 
     # a file whose generator the flags do not build, a file that is no checkpoint, both ways at once
-    with pytest.raises(TrainingError, match=r"network-latest.safetensors: .*anchor_floor_pixels is 0.0 in the file, "
-                                            r"0.5 from --g-anchor-floor-pixels"):
+    with pytest.raises(TrainingError, match=r"network-latest.safetensors: --g-anchor-floor-pixels 0.5 does not fit "
+                                            r"the generator in the file \(its anchor_floor_pixels is 0.0\)"):
         train(tiny_config(heads, tmp_path / "a", max_steps=1, init_g=str(network), g_anchor_floor_pixels=0.5))
     (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="junk.safetensors"):
@@ -243,7 +243,7 @@ def test_resume_modulate_widens_a_trained_generator_exactly_and_keeps_its_adam_s
     assert wide_info["param_groups"]["opt_G"][0]["params"] == list(range(len(new_names)))
 
     # from the command line's flags: refused without --resume-modulate, and it only adds levels
-    with pytest.raises(TrainingError, match="g_modulated.*--resume-modulate w-modulates"):
+    with pytest.raises(TrainingError, match="--g-modulated 1,1,1,1 .*--resume-modulate true w-modulates"):
         train(tiny_config(heads, run, max_steps=1, resume=str(run), g_modulated="1,1,1,1"))
     with pytest.raises(TrainingError, match="cannot become plain: pass --g-modulated 1,1,0,0"):
         train(tiny_config(heads, run, max_steps=1, resume=str(run), g_modulated="1,0,1,1", resume_modulate=True))
@@ -253,9 +253,11 @@ def test_resume_modulate_widens_a_trained_generator_exactly_and_keeps_its_adam_s
     assert widened.step == 3 and widened.G.config.modulated == (True, True, True, True)
     assert widened.G.levels[3].blocks[0].norm1.affine.weight.abs().sum() > 0  # the new weights train
     assert read_training_state(run)[1]["config"]["g_modulated"] == "1,1,1,1"
-    with pytest.raises(TrainingError, match="pass --g-modulated 1,1,1,1"):  # the widened state keeps its levels
-        train(tiny_config(heads, run, max_steps=1, resume=str(run)))
-    assert train(tiny_config(heads, run, max_steps=1, resume=str(run), g_modulated="1,1,1,1")).step == 4
+    resumed = train(tiny_config(heads, run, max_steps=1, resume=str(run)))  # the widened state keeps its levels
+    assert resumed.step == 4 and resumed.G.config.modulated == (True, True, True, True)
+    assert train(tiny_config(heads, run, max_steps=1, resume=str(run), g_modulated="1,1,1,1")).step == 5
+    with pytest.raises(TrainingError, match="--g-modulated 1,1,0,0 does not fit the generator"):
+        train(tiny_config(heads, run, max_steps=1, resume=str(run), g_modulated="1,1,0,0"))
     # the preset's own levels, spelt out, are the same generator as the empty default
     train(tiny_config(heads, tmp_path / "plain", max_steps=1))
     assert train(tiny_config(heads, tmp_path / "plain", max_steps=1, resume=str(tmp_path / "plain"),
@@ -268,13 +270,14 @@ def test_a_state_from_before_a_model_field_existed_resumes_with_its_default(head
 
     train(tiny_config(heads, tmp_path / "run", max_steps=1))
     path = tmp_path / "run" / "training-state.safetensors"
-    with safe_open(str(path), framework="pt") as f:  # rewrite it as an older version did: no g_anchor_floor_pixels
-        metadata = f.metadata()
+    with safe_open(str(path), framework="pt") as f:  # rewrite it as an older version did: no g_anchor_floor_pixels,
+        metadata = f.metadata()  # and no networks' configs: the flags it saved describe them
     config = json.loads(metadata["config"])
     del config["g_anchor_floor_pixels"]
+    metadata = {k: v for k, v in metadata.items() if k not in ("models", "dataset")}
     save_file(load_file(path), path, metadata={**metadata, "config": json.dumps(config)})
     assert train(tiny_config(heads, tmp_path / "run", max_steps=1, resume=str(path))).step == 2
-    with pytest.raises(TrainingError, match="g_anchor_floor_pixels"):
+    with pytest.raises(TrainingError, match="--g-anchor-floor-pixels 0.5 does not fit the generator"):
         train(tiny_config(heads, tmp_path / "run", max_steps=1, resume=str(path), g_anchor_floor_pixels=0.5))
 
 
@@ -485,3 +488,195 @@ def test_the_official_architecture_trains_and_resumes(heads, tmp_path):
     assert resumed.step == 3
     with pytest.raises(ConfigError, match="--g-soft-clamp applies to the lite architecture"):
         train(tiny_config(heads, tmp_path / "x", preset="gsgan-tiny", g_soft_clamp=True, max_steps=1))
+
+
+# ----------------------------------------------------------------------------- resume from what the run saved
+def _cli_run(heads, outdir, *flags):
+    from gsgan_core.cli import train_main
+
+    return train_main(["--data", heads, "--outdir", str(outdir), "--workers", "0", "--device", "cpu", *flags])
+
+
+@pytest.mark.parametrize("preset_name", ["tiny", "gsgan-tiny"])
+def test_resume_alone_continues_the_run_with_every_saved_setting(heads, tmp_path, capsys, preset_name):
+    from gsgan_core.cli import train_main
+
+    run = tmp_path / "run"
+    assert _cli_run(heads, run, "--preset", preset_name, "--batch", "2", "--kimg", "0.008", "--max-steps", "2",
+                    "--snap-kimg", "0.006", "--log-steps", "1", "--grid-seeds", "1", "--grid-yaws", "0,0.5",
+                    "--r1-interval", "2", "--level-images", "0") == 0
+    options = (run / "training_options.json").read_text()
+    assert json.loads(options)["preset"] == preset_name
+
+    assert train_main(["--resume", str(run)]) == 0  # alone: every setting is the run's, max-steps 2 included
+    resumed = json.loads((run / "training_options.json").read_text())
+    assert resumed == {**json.loads(options), "resume": str(run)}  # not rewritten with defaults
+    assert [r["step"] for r in read_log(run)] == [1, 2, 3, 4]  # --log-steps 1, --batch 2
+    _, info = load_checkpoint(run / "network-snapshot-final.safetensors")
+    assert info.training == {"kimg": 0.008, "step": 4, "render_supersample": 1}  # --kimg 0.008 reached
+    assert (run / f"network-snapshot-{0.006:010.3f}.safetensors").exists()  # --snap-kimg 0.006
+    import imageio.v3 as iio
+
+    assert iio.imread(run / "fakes-final.png").shape == (RES, 2 * RES, 3)  # --grid-seeds 1 x --grid-yaws 0,0.5
+    capsys.readouterr()
+
+    # flags that may change do; the rest stays the run's
+    assert train_main(["--resume", str(run), "--kimg", "0.012", "--max-steps", "0", "--g-lr", "0.001"]) == 0
+    saved = json.loads((run / "training_options.json").read_text())
+    assert (saved["kimg"], saved["max_steps"], saved["g_lr"]) == (0.012, 0, 0.001)
+    assert {k: v for k, v in saved.items() if k not in ("kimg", "max_steps", "g_lr", "resume")} == \
+           {k: v for k, v in json.loads(options).items() if k not in ("kimg", "max_steps", "g_lr", "resume")}
+    assert read_training_state(run)[1]["progress"]["step"] == 6
+
+    # flags that cannot change are refused with one line naming the flag, before any work
+    state = (run / "training-state.safetensors").read_bytes()
+    for flags, says in [(["--d-channel-max", "128"], "--d-channel-max 128 does not fit the discriminator"),
+                        (["--preset", "lite256"], "--preset lite256"),
+                        (["--resolution", "32"], "--resolution 32 does not fit the generator"),
+                        (["--batch", "4"], "--batch 4: a resumed run keeps its batch (2)"),
+                        (["--g-pose-cond", "false"], "--g-pose-cond False does not fit the generator")]:
+        capsys.readouterr()
+        assert train_main(["--resume", str(run), *flags]) == 1, flags
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1 + err.count("checking images"), err
+    assert (run / "training-state.safetensors").read_bytes() == state
+    assert json.loads((run / "training_options.json").read_text()) == saved
+
+
+def test_resume_refuses_other_data_but_follows_the_same_data_elsewhere(heads, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    train(tiny_config(heads, run, max_steps=1))
+    moved = tmp_path / "moved.zip"
+    shutil.copy(heads, moved)
+    assert train(TrainConfig(resume=str(run), data=str(moved), max_steps=1)).step == 2  # the same dataset, moved
+    other = tmp_path / "other.zip"
+    make_heads_dataset(other, 4, RES, seed=1, processes=1, progress=False)
+    with pytest.raises(TrainingError, match=r"--data .*other.zip is not the run's dataset .*8 images at 16 px"):
+        train(TrainConfig(resume=str(run), data=str(other)))
+
+
+def test_interrupted_writes_are_removed_at_the_next_start_or_resume(heads, tmp_path, capsys):
+    run = tmp_path / "run"
+
+    def killed_write(path):  # a writer killed with SIGKILL in the middle of gsgan's atomic write
+        code = ("import os, sys\nfrom gsgan_core.io.atomic import atomic_path\n"
+                "cm = atomic_path(sys.argv[1]); tmp = cm.__enter__(); tmp.write_bytes(b'x' * 1000)\n"
+                "os.kill(os.getpid(), 9)")
+        subprocess.run([sys.executable, "-c", code, str(path)], check=False)
+
+    run.mkdir()
+    killed_write(run / "training-state.safetensors")  # killed during the first snapshot: no state yet
+    assert len(list(run.glob(".training-state.safetensors.*.tmp"))) == 1
+    train(tiny_config(heads, run, max_steps=1, level_images=0))  # a start removes it
+    assert not list(run.glob(".*.tmp"))
+
+    for name in ("training-state.safetensors", "network-snapshot-final.safetensors", "fakes-final.png"):
+        killed_write(run / name)
+    others = [run / "notes.tmp", run / ".training-state.safetensors.tmp", run / ".mine.abcdefgh.tmp",
+              run / "sub" / ".training-state.safetensors.abcdefgh.tmp", tmp_path / ".training-state.safetensors.abcdefgh.tmp"]
+    for path in others:  # not gsgan's pattern, or not in the run folder: left alone
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("keep")
+    assert len(list(run.glob(".*.*.tmp"))) == 5
+    capsys.readouterr()
+    train(tiny_config(heads, run, max_steps=1, level_images=0, resume=str(run)))  # a resume removes them
+    assert "removed 3 unfinished write(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in run.glob(".*.tmp")) == [".mine.abcdefgh.tmp", ".training-state.safetensors.tmp"]
+    assert all(path.read_text() == "keep" for path in others)
+
+
+def test_a_nan_at_the_first_step_does_not_promise_a_snapshot(heads, tmp_path, monkeypatch):
+    monkeypatch.setattr(losses, "center_loss", lambda anchors: anchors.sum() * float("nan"))
+    with pytest.raises(TrainingError, match="step 0") as caught:
+        train(tiny_config(heads, tmp_path / "run"))
+    assert "no snapshot was written yet" in str(caught.value) and "kept" not in str(caught.value)
+    assert not (tmp_path / "run" / "network-latest.safetensors").exists()
+
+
+def test_numeric_flags_are_checked_before_any_work(heads, tmp_path, capsys):
+    from gsgan_core.cli import train_main
+
+    for flag, value, says in [("--g-lr", "-1", "--g-lr must be > 0, got -1.0"), ("--g-lr", "nan", "--g-lr must be a finite"),
+                              ("--kimg", "-5", "--kimg must be > 0"), ("--kimg", "nan", "--kimg must be a finite"),
+                              ("--d-lr", "inf", "--d-lr must be a finite"), ("--batch", "0", "--batch must be >= 1"),
+                              ("--c-swap-prob", "1.5", "--c-swap-prob must be >= 0 and <= 1"),
+                              ("--adam-beta2", "1", "--adam-beta2 must be >= 0 and < 1"),
+                              ("--snap-kimg", "0", "--snap-kimg must be >= 0.001"), ("--device", "gpu", "--device must be one of")]:
+        assert train_main(["--data", heads, "--outdir", str(tmp_path / "run"), flag, value]) == 1
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_numeric_setting_refuses_values_outside_its_limits():
+    """Generated from the settings' own limits: each bound, crossed, and non-finite values."""
+    import dataclasses
+    import math
+
+    from gsgan_core.train.config import flag_fields
+
+    tried = 0
+    for f in flag_fields():
+        if f.type not in ("int", "float"):
+            continue
+        meta, bad = f.metadata, []
+        step = 1 if f.type == "int" else 1e-3 * max(abs(f.default), 1)
+        bad += [meta["low"] - step] if "low" in meta else []
+        bad += [meta["above"]] if "above" in meta else []
+        bad += [meta["high"] + step] if "high" in meta else []
+        bad += [meta["below"]] if "below" in meta else []
+        bad += [math.nan, math.inf, -math.inf] if f.type == "float" else []
+        for value in bad:
+            with pytest.raises(ConfigError, match=f"^--{f.name.replace('_', '-')} must be"):
+                dataclasses.replace(TrainConfig(), **{f.name: value})
+            tried += 1
+        for value in [v for v in (meta.get("low"), meta.get("high")) if v is not None]:
+            dataclasses.replace(TrainConfig(), **{f.name: type(f.default)(value)})  # the bounds themselves pass
+    assert tried > 60
+
+
+def test_tiny_presets_size_both_networks_and_the_first_steps_are_logged(heads, tmp_path, capsys):
+    run = tmp_path / "run"
+    config = TrainConfig(data=heads, outdir=str(run), preset="tiny", batch=2, kimg=1.0, max_steps=5, workers=0,
+                         device="cpu", grid_seeds=1, level_images=0)  # no D flags, --log-steps 20
+    result = train(config)
+    assert result.D.config.channel_max == 64 and result.D.from_rgb.weight.shape[0] == 64
+    assert (run / "training-state.safetensors").stat().st_size < 10 * 2**20
+    assert [r["step"] for r in read_log(run)] == [1, 2, 4]  # 1, 2, 4, ... before the first --log-steps
+    captured = capsys.readouterr()
+    assert "step 1 (kimg 0.002)" in captured.out + captured.err  # on the console too
+    assert json.loads((run / "training_options.json").read_text())["d_channel_max"] == 0  # the preset's
+
+
+def test_init_g_takes_the_architecture_from_the_file(heads, tmp_path):
+    from gsgan_core.io.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)  # a generator trained with non-default flags (like the demo: no pose input, no background)
+    G = Generator(preset("tiny", image_resolution=RES, background=False, anchor_floor_pixels=0.5))
+    save_checkpoint(tmp_path / "g.safetensors", G, training={"kimg": 0.1, "step": 50})
+    tuned = train(TrainConfig(data=heads, outdir=str(tmp_path / "tune"), init_g=str(tmp_path / "g.safetensors"),
+                              batch=2, max_steps=1, workers=0, device="cpu", grid_seeds=1, level_images=0))
+    assert tuned.G.config == G.config and tuned.step == 51  # no G flags needed
+    assert tuned.D.config.channel_max == 64  # the D of the file's preset (tiny)
+    assert json.loads((tmp_path / "tune" / "training_options.json").read_text())["preset"] == "tiny"
+    with pytest.raises(TrainingError, match="--preset heads128 is not the generator in the file"):
+        train(TrainConfig(data=heads, outdir=str(tmp_path / "x"), init_g=str(tmp_path / "g.safetensors"),
+                          preset="heads128", max_steps=1, device="cpu"))
+    with pytest.raises(TrainingError, match="--g-background True does not fit the generator in the file"):
+        train(TrainConfig(data=heads, outdir=str(tmp_path / "x"), init_g=str(tmp_path / "g.safetensors"),
+                          given=frozenset({"g_background"}), max_steps=1, device="cpu"))
+
+
+def test_a_run_from_its_parts(heads, tmp_path):
+    from gsgan_core.train.data import real_batches
+    from gsgan_core.train.run import setup_run
+    from gsgan_core.train.step import LOSS_NAMES, train_step
+
+    run = setup_run(tiny_config(heads, tmp_path / "run"))
+    batches = real_batches(run.dataset, run.config.batch, run.world, run.config.seed, 0, workers=0)
+    out = train_step(run, next(batches))
+    assert set(LOSS_NAMES) <= set(out) and all(torch.isfinite(out[n]) for n in LOSS_NAMES)
+    assert (run.progress.step, run.progress.nimg) == (1, 2) and out["ema_beta"] < 1
+    assert not (tmp_path / "run").exists()  # the parts write nothing; RunLogger does

@@ -1,10 +1,9 @@
-"""`gsgan-train` / `python -m gsgan_core.train`: parse flags, train, turn typed errors into messages."""
+"""`gsgan-train` / `python -m gsgan_core.train`: parse the flags (ConfigError, before any work), train.
+
+Typed errors become a one-line message and exit status 1 in `gsgan_core.cli.console`.
+"""
 
 from __future__ import annotations
-
-import sys
-
-from gsgan_core.errors import GsganError
 
 
 def train_command(argv: list[str] | None = None) -> int:
@@ -12,11 +11,7 @@ def train_command(argv: list[str] | None = None) -> int:
     from gsgan_core.train.loop import train
 
     try:
-        config = parse_args(argv)
-        train(config)
-    except GsganError as err:
-        print(f"gsgan-train: {err}", file=sys.stderr)
-        return 1
+        train(parse_args(argv))
     finally:
         import torch.distributed as dist
 

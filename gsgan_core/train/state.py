@@ -4,7 +4,9 @@ One `.safetensors` file. Tensors: G, D and G_ema state dicts ("G.", "D.", "G_ema
 both Adam states ("opt_G.<param index>.<exp_avg|exp_avg_sq|step>"; no exp_avg under beta1 = 0).
 With --state-precision bfloat16 the running averages (Adam moments, G_ema) are stored in bfloat16
 for a smaller file. Header metadata (JSON): the TrainConfig, the progress (step, nimg, and
-d_start_nimg: where the discriminator started, for --d-warmup-kimg), and the optimizers' param_groups.
+d_start_nimg: where the discriminator started, for --d-warmup-kimg), the optimizers' param_groups,
+the networks' configs ({"G": {"architecture", "config"}, "D": config}: what --resume builds) and the
+dataset's identity (name, images, resolution). The last two are absent from older states.
 
 Random numbers in training are drawn from a generator reseeded from (seed, rank, step) at every
 step and the data order is a function of (seed, step), so progress alone restores them exactly.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +62,8 @@ def save_training_state(
     config: dict[str, Any],
     progress: dict[str, Any],  # {"step": int, "nimg": int}
     averages_dtype: torch.dtype = torch.float32,  # of the running averages: Adam moments and G_ema
+    models: dict[str, Any] | None = None,  # {"G": {"architecture": str, "config": dict}, "D": dict}
+    dataset: dict[str, Any] | None = None,  # {"name": str, "images": int, "resolution": int}
 ) -> None:
     """bfloat16 averages make the file about 40 % smaller (what a 64 MiB transfer limit needs), at the
     price of a resume that is close but not bit-exact; G and D themselves always stay float32."""
@@ -79,6 +84,7 @@ def save_training_state(
         "config": json.dumps(config),
         "progress": json.dumps(progress),
         "param_groups": json.dumps(groups),
+        **{key: json.dumps(value) for key, value in (("models", models), ("dataset", dataset)) if value is not None},
     }
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
@@ -95,7 +101,7 @@ def resolve_state_path(path: str | os.PathLike) -> Path:
 
 
 def read_training_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(tensors, {"config", "progress", "param_groups"}); TrainingError for anything else."""
+    """(tensors, {"config", "progress", "param_groups"[, "models", "dataset"]}); TrainingError for anything else."""
     path = resolve_state_path(path)
     try:
         with safe_open(str(path), framework="pt") as f:
@@ -113,8 +119,12 @@ def read_training_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor
         )
     try:
         info = {key: json.loads(metadata[key]) for key in ("config", "progress", "param_groups")}
+        info.update({key: json.loads(metadata[key]) for key in ("models", "dataset") if key in metadata})
     except (KeyError, json.JSONDecodeError) as err:
         raise TrainingError(f"{path}: training-state metadata is damaged ({err})") from None
+    if not all(isinstance(info[key], dict) for key in info):
+        raise TrainingError(f"{path}: training-state metadata is damaged (a field is not a JSON object)")
+    info["path"] = str(path)
     return tensors, info
 
 
@@ -181,3 +191,25 @@ def modulate_training_state(
         raise TrainingError(f"cannot modulate a state whose G optimiser has {len(groups)} parameter groups (expected 1)")
     param_groups = {**info["param_groups"], "opt_G": [{**groups[0], "params": list(range(len(new_index)))}]}
     return out, {**info, "param_groups": param_groups}
+
+
+# What gsgan_core.io.atomic.atomic_path leaves behind when a write is killed: ".NAME.XXXXXXXX.tmp"
+# (tempfile.mkstemp's 8 random characters) beside NAME, for the files a run writes.
+_INTERRUPTED_WRITE = re.compile(
+    r"^\.(training-state\.safetensors|training_options\.json|network-[^/]*\.safetensors|fakes-[^/]*\.png)"
+    r"\.[a-z0-9_]{8}\.tmp$"
+)
+
+
+def remove_interrupted_writes(folder: str | os.PathLike) -> list[Path]:
+    """Removes the temporary files of a run's writes that never finished (a kill -9 mid-snapshot
+    leaves one as large as the state); only that pattern, only in `folder`. Returns what went."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.iterdir()):
+        if _INTERRUPTED_WRITE.match(path.name) and path.is_file() and not path.is_symlink():
+            path.unlink()
+            removed.append(path)
+    return removed
