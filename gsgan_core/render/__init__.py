@@ -1,4 +1,5 @@
-"""Rendering Gaussians to images: gsplat on CUDA, a pure-PyTorch reference of the same maths elsewhere."""
+"""Rendering Gaussians to images: gsplat on CUDA, a pure-PyTorch reference of the same maths elsewhere
+(the differentiable truth), and a compiled (Numba) CPU rasterizer of the same maths for viewing."""
 
 from .render import RenderOutput, backend_report, render, resolve_backend
 

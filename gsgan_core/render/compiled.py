@@ -285,14 +285,15 @@ def _sort_and_bin(records, depths, drawn, tiles_x, tiles_y):
 
 
 @nb.njit(cache=True, error_model="numpy")
-def _composite_tile(packed, lists, k0, k1, px0, py0, pw, ph, T, acc):
+def _composite_tile(packed, lists, k0, k1, px0, py0, pw, ph, T, acc, alive):
     """Front-to-back compositing of one tile's Gaussians (lists[k0:k1]) at its pw x ph pixels.
     packed: the records flattened ([m * 16]); T [256] starts at 1 and ends as the transmittance,
     negated where the pixel stopped early; acc [4 * 256] gets sum alpha_i T_i of r, g, b, depth
-    (at p, 256 + p, 512 + p, 768 + p). Unsigned indices spare numba's negative-index checks."""
+    (at p, 256 + p, 512 + p, 768 + p); alive [16] counts each row's pixels that have not stopped.
+    Unsigned indices spare numba's negative-index checks."""
     remaining = pw * ph
-    alive = np.zeros(TILE_SIZE, np.int64)  # pixels of each row that have not stopped
-    alive[:ph] = pw
+    for ly in range(TILE_SIZE):
+        alive[ly] = pw if ly < ph else 0
     cx0 = np.float32(px0) + _F_HALF  # centre of the tile's first pixel
     cy0 = np.float32(py0) + _F_HALF
     for k in range(k0, k1):
@@ -379,6 +380,7 @@ def _composite(packed, offsets, lists, background, width, height, tiles_x, worke
     for j in nb.prange(workers):
         T = np.empty(TILE_SIZE * TILE_SIZE, np.float32)
         acc = np.empty(4 * TILE_SIZE * TILE_SIZE, np.float32)
+        alive = np.empty(TILE_SIZE, np.int64)
         for idx in range(j, n_tiles, workers):
             t = order[idx]
             ty, tx = t // tiles_x, t % tiles_x
@@ -387,7 +389,7 @@ def _composite(packed, offsets, lists, background, width, height, tiles_x, worke
             ph = min(TILE_SIZE, height - py0)
             T[:] = _F_ONE
             acc[:] = _F_ZERO
-            _composite_tile(flat, lists, offsets[t], offsets[t + 1], px0, py0, pw, ph, T, acc)
+            _composite_tile(flat, lists, offsets[t], offsets[t + 1], px0, py0, pw, ph, T, acc, alive)
             for ly in range(ph):
                 for lx in range(pw):
                     p = ly * TILE_SIZE + lx
