@@ -253,3 +253,200 @@ def test_parallel_check_reports_the_same_first_bad_file(tmp_path):
     del files["img120.png"], files["img200.png"]
     ok = write_folder(tmp_path / "ok", files, [entry for entry in labels if entry[0] not in ("img120.png", "img200.png")])
     assert check_dataset(ok, processes=2).num_images == 298
+
+
+# ---------------------------------------------------------------------------------- cameras in the labels
+def _label_with(cam2world=None, K=None) -> list[float]:
+    c, k = orbit_camera(0.3, 0.1)  # a real camera (float32 rounding and all)
+    c = c if cam2world is None else torch.as_tensor(cam2world, dtype=torch.float32)
+    k = k if K is None else torch.as_tensor(K, dtype=torch.float32)
+    return torch.cat([c.reshape(-1), k.reshape(-1)]).tolist()
+
+
+def _bad_label_problem(tmp_path, label, index=1) -> DatasetError:
+    files, labels = good_files()
+    labels[index][1] = label
+    err = _problem(write_folder(tmp_path / "ds", files, labels))
+    assert err.path.endswith("dataset.json"), err
+    assert f"labels[{index}]" in err.problem and f"img{index}.png" in err.problem, err
+    return err
+
+
+def test_real_cameras_pass_with_float32_rounding(tmp_path):
+    files, labels = good_files()
+    labels[0][1] = _label_with()
+    labels[1][1] = [round(v, 6) for v in _label_with()]  # printed with 6 decimals
+    noisy = torch.tensor(_label_with()) + 3e-6 * torch.randn(25, generator=torch.Generator().manual_seed(0))
+    labels[2][1] = noisy.tolist()
+    assert check_dataset(write_folder(tmp_path / "ds", files, labels)).num_images == 3
+
+
+@pytest.mark.parametrize("scale", [(1.1, 1.1, 1.1), (1.0, 1.0, 0.5), (1.01, 1.0, 1.0)])
+def test_scaled_rotation_is_refused(tmp_path, scale):
+    c, _ = orbit_camera(0.3, 0.1)
+    c[:3, :3] = c[:3, :3] * torch.tensor(scale)
+    err = _bad_label_problem(tmp_path, _label_with(cam2world=c))
+    assert "rigid" in err.problem and "cam2world" in err.problem
+
+
+def test_sheared_rotation_is_refused(tmp_path):
+    c, _ = orbit_camera(0.3, 0.1)
+    shear = torch.eye(3)
+    shear[0, 1] = 0.2
+    c[:3, :3] = c[:3, :3] @ shear
+    assert "rigid" in _bad_label_problem(tmp_path, _label_with(cam2world=c)).problem
+
+
+def test_reflection_is_refused(tmp_path):
+    c, _ = orbit_camera(0.3, 0.1)
+    c[:3, 0] = -c[:3, 0]  # orthonormal, det -1: a mirrored camera
+    assert "det" in _bad_label_problem(tmp_path, _label_with(cam2world=c)).problem
+
+
+def test_bad_bottom_row_is_refused(tmp_path):
+    c, _ = orbit_camera(0.3, 0.1)
+    c[3] = torch.tensor([0.0, 0.0, 1.0, 1.0])
+    assert "0 0 0 1" in _bad_label_problem(tmp_path, _label_with(cam2world=c), index=0).problem
+
+
+@pytest.mark.parametrize("fx, fy", [(0.0, 4.2647), (4.2647, -4.2647), (-1.0, -1.0)])
+def test_zero_or_negative_focal_length_is_refused(tmp_path, fx, fy):
+    _, K = orbit_camera(0.3, 0.1)
+    K[0, 0], K[1, 1] = fx, fy
+    assert "focal" in _bad_label_problem(tmp_path, _label_with(K=K), index=2).problem
+
+
+@pytest.mark.parametrize("position", [3, 17, 18])  # a translation, the skew, cx
+def test_label_overflowing_float32_is_refused(tmp_path, position):
+    label = _label_with()
+    label[position] = 1e39  # finite in JSON and Python, inf as float32
+    err = _bad_label_problem(tmp_path, label)
+    assert "float32" in err.problem
+
+
+def test_training_names_the_file_and_label(tmp_path, capsys):
+    from gsgan_core.cli import train_main
+
+    files, labels = good_files()
+    labels[1][1] = _label_with()
+    labels[1][1][7] = 1e39  # the translation's z
+    folder = write_folder(tmp_path / "ds", files, labels)
+    assert train_main(["--data", folder, "--outdir", str(tmp_path / "run"), "--device", "cpu", "--workers", "0"]) == 1
+    stderr = capsys.readouterr().err
+    err = [line for line in stderr.splitlines() if "error" in line]  # the rest is the check's progress bar
+    assert len(err) == 1 and "Traceback" not in stderr, stderr
+    assert err[0].startswith("gsgan-train: error: ") and "dataset.json" in err[0] and "labels[1]" in err[0] and "img1.png" in err[0] and "float32" in err[0]
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+def test_check_command_prints_one_line_for_a_bad_camera(tmp_path, capsys):
+    files, labels = good_files()
+    labels[2][1] = _label_with(K=torch.zeros(3, 3))
+    zpath = tmp_path / "ds.zip"
+    with zipfile.ZipFile(zpath, "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+        z.writestr("dataset.json", json.dumps({"labels": labels}))
+    assert dataset_main(["check", str(zpath)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{zpath}:dataset.json" in err[0] and "labels[2] (img2.png)" in err[0], err
+
+
+# ---------------------------------------------------------------------------------- image modes
+def _pil_bytes(image, format="PNG", **save) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **save)
+    return buffer.getvalue()
+
+
+def _dataset_of(tmp_path, data: bytes, name="a.png"):
+    folder = write_folder(tmp_path / "ds", {name: data}, [[name, LABEL]])
+    return check_dataset(folder), ImageDataset(folder)[0][0]
+
+
+def test_cmyk_jpeg_is_read_as_rgb(tmp_path):
+    from PIL import Image
+
+    red = Image.new("CMYK", (16, 16), (0, 255, 255, 0))  # cyan 0, magenta and yellow full, black 0
+    info, image = _dataset_of(tmp_path, _pil_bytes(red, "JPEG", quality=95), "a.jpg")
+    assert info.channels == 3
+    r, g, b, a = (int(v) for v in image[:, 8, 8])
+    assert r > 240 and g < 15 and b < 15 and a == 255, (r, g, b, a)
+
+
+def test_grayscale_palette_and_16_bit_images_are_rgb_or_rgba(tmp_path):
+    from PIL import Image
+
+    gray = Image.new("L", (16, 16), 100)
+    palette = Image.new("P", (16, 16), 1)
+    palette.putpalette([0, 0, 0, 10, 200, 30] + [0] * 762)
+    transparent = palette.copy()
+    la = Image.new("LA", (16, 16), (100, 50))
+    deep = Image.fromarray(np.full((16, 16), 65535 * 100 // 255, np.uint16))  # 16-bit grey of 100/255
+    cases = [  # (image, save options, channels, pixel)
+        (gray, {}, 3, (100, 100, 100, 255)),
+        (palette, {}, 3, (10, 200, 30, 255)),
+        (transparent, {"transparency": 1}, 4, (10, 200, 30, 0)),
+        (la, {}, 4, (100, 100, 100, 50)),
+        (deep, {}, 3, (100, 100, 100, 255)),
+        (Image.new("1", (16, 16), 1), {}, 3, (255, 255, 255, 255)),
+    ]
+    for i, (image, save, channels, pixel) in enumerate(cases):
+        info, loaded = _dataset_of(tmp_path / str(i), _pil_bytes(image, **save))
+        assert info.channels == channels, (image.mode, info)
+        assert tuple(int(v) for v in loaded[:, 3, 3]) == pixel, (image.mode, loaded[:, 3, 3])
+
+
+def test_unconvertible_image_mode_is_refused_by_name(tmp_path):
+    from PIL import Image
+
+    floats = Image.fromarray(np.full((16, 16), 0.5, np.float32))  # mode F, saved as TIFF
+    err = _problem(write_folder(tmp_path / "ds", {"a.png": _pil_bytes(floats, "TIFF")}, [["a.png", LABEL]]))
+    assert err.path.endswith("a.png") and "mode" in err.problem
+
+
+# ---------------------------------------------------------------------------------- broken zips
+def _zip_bytes(files: dict[str, bytes], labels) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+        z.writestr("dataset.json", json.dumps({"labels": labels}))
+    return buffer.getvalue()
+
+
+def _corrupt_member(archive: bytes, member: str) -> bytes:
+    """The archive with one byte in the middle of `member`'s stored data changed: its CRC no longer fits."""
+    with zipfile.ZipFile(io.BytesIO(archive)) as z:
+        info = z.getinfo(member)
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data = bytearray(archive)
+    data[start + info.compress_size // 2] ^= 0x55
+    return bytes(data)
+
+
+@pytest.mark.parametrize("member", ["img1.png", "dataset.json"])
+def test_bad_crc_names_the_zip_and_member(tmp_path, member):
+    files, labels = good_files()
+    zpath = tmp_path / "ds.zip"
+    zpath.write_bytes(_corrupt_member(_zip_bytes(files, labels), member))
+    err = _problem(zpath)
+    assert err.path == f"{zpath}:{member}" and "CRC" in err.problem, err
+    if member != "dataset.json":
+        dataset = ImageDataset(zpath)
+        dataset[0]
+        with pytest.raises(DatasetError, match="img1.png"):
+            dataset[1]
+
+
+def test_non_utf8_name_flagged_as_utf8_names_the_zip_and_member(tmp_path):
+    files, labels = good_files()
+    files["imgé.png"] = png()
+    archive = _zip_bytes(files, labels)
+    assert archive.count("imgé.png".encode()) == 2  # local header and central directory, UTF-8 flag set
+    zpath = tmp_path / "ds.zip"
+    zpath.write_bytes(archive.replace("imgé.png".encode(), b"img\xff\xfe.png"))
+    err = _problem(zpath)
+    assert err.path == str(zpath) and "UTF-8" in err.problem and "img\\xff\\xfe.png" in err.problem, err
+    with pytest.raises(DatasetError, match="UTF-8"):
+        ImageDataset(zpath)

@@ -3,8 +3,12 @@
     dataset.json = {"labels": [["img00000000.png", [25 floats]], ...]}
 
 The 25 floats are the cam2world matrix (row-major, OpenCV axes) then the normalised intrinsics
-(see gsgan_core/cameras.py). Images are RGB or RGBA PNG/JPEG, all square and of one size. RGBA
-alpha is kept so that training can composite reals on a random background colour.
+(see gsgan_core/cameras.py). Every label is checked: finite as float32, cam2world a rigid transform
+(rotation with R^T R = I and det +1, bottom row 0 0 0 1), focal lengths positive.
+
+Images are PNG/JPEG (or another plain raster format Pillow reads), all square and of one size.
+They become RGB or RGBA: grayscale, palette, CMYK and 16-bit images are converted; RGBA alpha
+is kept so that training can composite reals on a random background colour.
 
 `check_dataset` opens every image once before training starts, so a broken file is reported by
 name up front instead of crashing a run hours in. `ImageDataset` reads items lazily (each worker
@@ -13,13 +17,14 @@ process opens the zip itself) and can append x-flipped copies with their mirrore
 
 from __future__ import annotations
 
+import codecs
 import io
 import json
 import math
 import os
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -32,8 +37,30 @@ LABEL_FILE = "dataset.json"
 
 
 # ====================================================================== raw access (folder or zip)
+def shown(name: str) -> str:
+    """A file name as a message shows it: as it is when printable, else with escapes."""
+    return name if name.isprintable() else ascii(name)[1:-1]
+
+
+def _open_zip(path: Path) -> zipfile.ZipFile:
+    """The archive, or a DatasetError naming it (and the member whose entry is broken, where known)."""
+    try:
+        return zipfile.ZipFile(path)
+    except UnicodeDecodeError as err:  # a member flagged as UTF-8 whose name is not
+        name = err.object.decode("utf-8", "backslashreplace") if isinstance(err.object, bytes) else "?"
+        raise DatasetError(path, f"the member {shown(name)} is flagged as having a UTF-8 name but its name is "
+                                 "not valid UTF-8: the archive is damaged or was written by a faulty tool") from None
+    except OSError as err:
+        raise DatasetError(path, f"cannot be read ({err.strerror or err})") from None
+    except Exception as err:  # BadZipFile, and whatever else a damaged directory makes zipfile raise
+        raise DatasetError(path, f"is not a readable zip archive ({type(err).__name__}: {err})") from None
+
+
 class _Source:
-    """Reads named files from a folder or a zip; the zip is opened lazily, once per process."""
+    """Reads named files from a folder or a zip; the zip is opened lazily, once per process.
+
+    Every failure is a DatasetError naming the file (for a zip: "archive:member").
+    """
 
     def __init__(self, path: Path):
         self.path = path
@@ -43,23 +70,46 @@ class _Source:
 
     def _zipfile(self) -> zipfile.ZipFile:
         if self._zip is None or self._zip_pid != os.getpid():  # a forked worker must not share the handle
-            self._zip = zipfile.ZipFile(self.path)
+            self._zip = _open_zip(self.path)
             self._zip_pid = os.getpid()
         return self._zip
 
     def names(self) -> set[str]:
         if self.is_zip:
             return {n for n in self._zipfile().namelist() if not n.endswith("/")}
-        return {p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()}
+        try:
+            return {p.relative_to(self.path).as_posix() for p in self.path.rglob("*") if p.is_file()}
+        except OSError as err:
+            raise DatasetError(self.path, f"cannot be listed ({err.strerror or err})") from None
 
-    def read(self, name: str) -> bytes:
+    def read(self, name: str, missing: str = "is listed in dataset.json but missing") -> bytes:
+        where = self.where(name)
         if self.is_zip:
-            return self._zipfile().read(name)
-        return (self.path / name).read_bytes()
+            archive = self._zipfile()
+            try:
+                info = archive.getinfo(name)
+            except KeyError:
+                raise DatasetError(where, missing) from None
+            if info.flag_bits & 0x1:
+                raise DatasetError(where, "is encrypted; only unencrypted zip archives can be read")
+            try:
+                return archive.read(info)
+            except zipfile.BadZipFile as err:  # a bad CRC, a local header that does not match the directory
+                raise DatasetError(where, f"is damaged in the archive ({err})") from None
+            except Exception as err:  # zlib.error, EOFError, NotImplementedError (compression), OSError
+                raise DatasetError(where, f"cannot be read from the archive ({type(err).__name__}: {err})") from None
+        try:
+            return (self.path / name).read_bytes()
+        except FileNotFoundError:
+            raise DatasetError(where, missing) from None
+        except IsADirectoryError:
+            raise DatasetError(where, "is a folder; an image file expected") from None
+        except (OSError, ValueError) as err:  # permissions, a name the file system cannot hold
+            raise DatasetError(where, f"cannot be read ({getattr(err, 'strerror', None) or err})") from None
 
     def where(self, name: str) -> str:
         """How to name a file inside the dataset in a message."""
-        return f"{self.path}:{name}" if self.is_zip else str(self.path / name)
+        return f"{self.path}:{shown(name)}" if self.is_zip else str(self.path / shown(name))
 
     def __getstate__(self):  # picklable for DataLoader workers: drop the open handle
         return {"path": self.path, "is_zip": self.is_zip, "_zip": None, "_zip_pid": None}
@@ -74,39 +124,118 @@ def _open_source(path: str | os.PathLike) -> _Source:
     return _Source(path)
 
 
+# Raster formats read; others (EPS, PDF, ...) are refused before Pillow decodes them.
+IMAGE_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "BMP", "GIF", "TIFF")
+_GRAY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def _rgb_or_rgba(image, where: str) -> np.ndarray:  # PIL image -> uint8 [H, W, 3 or 4]
+    """Any colour mode as 8-bit RGB, or RGBA when the image has alpha or a transparent colour."""
+    mode = image.mode
+    transparency = image.info.get("transparency")
+    if mode in _GRAY16_MODES:  # 16-bit grayscale (PNG): scaled to 8 bits, not clipped
+        gray = np.asarray(image).astype(np.int64)
+        if gray.size and (gray.min() < 0 or gray.max() > 65535):
+            raise DatasetError(where, f"has colour mode {mode} with values outside 0..65535; 8 or 16-bit expected")
+        gray8 = ((gray * 255 + 32767) // 65535).astype(np.uint8)
+        channels = [gray8] * 3
+        if isinstance(transparency, int):
+            channels.append(np.where(gray == transparency, 0, 255).astype(np.uint8))
+        return np.stack(channels, axis=2)
+    if mode == "F":
+        raise DatasetError(where, "has colour mode F (floating-point pixels); an 8-bit RGB or RGBA image expected")
+    alpha = transparency is not None or "A" in image.getbands() or "a" in image.getbands()
+    target = "RGBA" if alpha else "RGB"
+    if mode != target:  # L, LA, 1, P, PA, CMYK, YCbCr, RGBa, La, ...
+        try:
+            image = image.convert(target)
+        except (ValueError, OSError) as err:
+            raise DatasetError(where, f"has colour mode {mode}, which cannot be converted to {target} ({err})") from None
+    return np.asarray(image)
+
+
 def decode_image(data: bytes, where: str) -> np.ndarray:  # -> uint8 [H, W, 3 or 4]
-    import imageio.v3 as iio
+    """The image in `data` as 8-bit RGB or RGBA, or a DatasetError naming `where` and the problem."""
+    from PIL import Image
 
     try:
-        # pillow only: trying every imageio plugin on a broken file is slow and noisy
-        image = iio.imread(io.BytesIO(data), plugin="pillow")
-    except Exception as err:  # imageio raises many kinds; all mean "not a readable image"
+        with Image.open(io.BytesIO(data)) as image:
+            if image.format not in IMAGE_FORMATS:
+                raise DatasetError(where, f"is a {image.format} file; a PNG or JPEG image expected")
+            frames = getattr(image, "n_frames", 1) if image.format != "MPO" else 1  # MPO: a JPEG and extras
+            if frames > 1:  # an animated PNG/GIF: not a training image
+                raise DatasetError(where, f"has {frames} frames; one still image expected")
+            image.load()
+            pixels = _rgb_or_rgba(image, where)
+    except DatasetError:
+        raise
+    except Exception as err:  # Pillow raises many kinds; all mean "not a readable image"
         raise DatasetError(where, f"cannot be decoded as an image ({type(err).__name__}: {err})") from None
-    if image.ndim == 4:  # an animated PNG/GIF: not a training image
-        raise DatasetError(where, f"has {image.shape[0]} frames; one still image expected")
-    if image.dtype != np.uint8:
-        raise DatasetError(where, f"has pixel type {image.dtype}; 8-bit RGB or RGBA expected")
-    if image.ndim == 2:
-        image = np.repeat(image[:, :, None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] not in (3, 4):
-        raise DatasetError(where, f"has shape {image.shape}; an RGB or RGBA image expected")
-    return image
+    if pixels.ndim != 3 or pixels.shape[2] not in (3, 4) or pixels.dtype != np.uint8:
+        raise DatasetError(where, f"has shape {pixels.shape} and type {pixels.dtype}; 8-bit RGB or RGBA expected")
+    if min(pixels.shape[:2]) < 1:
+        raise DatasetError(where, f"is {pixels.shape[1]}x{pixels.shape[0]} pixels: empty")
+    return pixels
 
 
 # ====================================================================== labels
-def read_labels(source: _Source) -> list[tuple[str, list[float]]]:
-    """The (file name, 25 floats) pairs of dataset.json, every one checked."""
-    where = source.where(LABEL_FILE)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+RIGID_TOLERANCE = 1e-4  # on R^T R - I, det R - 1 and the bottom rows: ~1000 float32 ulps at 1.0
+
+
+def _number(value) -> float | None:
+    """A JSON number as a float (inf for an int too large for one); None for anything else (bool too)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
     try:
-        raw = source.read(LABEL_FILE)
-    except (KeyError, FileNotFoundError):
-        raise DatasetError(where, "missing: every dataset needs a dataset.json with camera labels") from None
-    except OSError as err:
-        raise DatasetError(where, f"cannot be read ({err})") from None
+        return float(value)
+    except OverflowError:  # an int of hundreds of digits
+        return math.copysign(math.inf, value)
+
+
+def _label_name(index: int, name: str) -> str:
+    return f"labels[{index}] ({shown(name)})"
+
+
+def _camera_problem(label: np.ndarray) -> str | None:
+    """What is wrong with one label (float64 [25], finite), or None."""
+    with np.errstate(all="ignore"):
+        as32 = label.astype(np.float32)
+    overflow = np.flatnonzero(~np.isfinite(as32))
+    if overflow.size:
+        i = int(overflow[0])
+        return f"value {label[i]:g} (entry {i}) overflows float32 (largest {FLOAT32_MAX:.4g})"
+    cam2world, K = as32.astype(np.float64)[:16].reshape(4, 4), as32.astype(np.float64)[16:].reshape(3, 3)
+    values = lambda v: " ".join(f"{x:g}" for x in v)  # noqa: E731
+    if np.abs(cam2world[3] - (0, 0, 0, 1)).max() > RIGID_TOLERANCE:
+        return f"cam2world is not a rigid transform: its bottom row is {values(cam2world[3])}, not 0 0 0 1"
+    R = cam2world[:3, :3]
+    with np.errstate(all="ignore"):
+        deviation = float(np.abs(R.T @ R - np.eye(3)).max())
+        det = float(np.linalg.det(R))
+    if not deviation <= RIGID_TOLERANCE:
+        return (f"cam2world is not a rigid transform: its rotation is scaled or sheared (R^T R differs from I "
+                f"by {deviation:.3g}; at most {RIGID_TOLERANCE:g} allowed)")
+    if not abs(det - 1) <= RIGID_TOLERANCE:
+        return f"cam2world is not a rigid transform: its rotation has det {det:.4g} (a mirror image); a rotation has det +1"
+    fx, fy = K[0, 0], K[1, 1]
+    if not (fx > 0 and fy > 0):
+        return f"focal lengths fx = {fx:g}, fy = {fy:g} (entries 16 and 20); both must be positive"
+    if np.abs(K[2] - (0, 0, 1)).max() > RIGID_TOLERANCE:
+        return f"the intrinsics' bottom row is {values(K[2])}, not 0 0 1"
+    return None
+
+
+def read_labels(source: _Source) -> list[tuple[str, list[float]]]:
+    """The (file name, 25 floats) pairs of dataset.json, every one checked (DatasetError naming the label)."""
+    where = source.where(LABEL_FILE)
+    raw = source.read(LABEL_FILE, missing="missing: every dataset needs a dataset.json with camera labels")
+    if raw.startswith(codecs.BOM_UTF8):  # written by a Windows editor: harmless
+        raw = raw[len(codecs.BOM_UTF8):]
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DatasetError(where, f"is not valid JSON ({err})") from None
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, too many digits, too deep
+        raise DatasetError(where, f"is not valid JSON ({type(err).__name__}: {str(err)[:200]})") from None
     labels = data.get("labels") if isinstance(data, dict) else None
     if not isinstance(labels, list):
         raise DatasetError(where, 'has no "labels" list (expected {"labels": [["img.png", [25 floats]], ...]})')
@@ -115,20 +244,42 @@ def read_labels(source: _Source) -> list[tuple[str, list[float]]]:
     out, seen = [], set()
     for i, entry in enumerate(labels):
         if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)):
-            raise DatasetError(where, f"labels[{i}] is not a [file name, label] pair: {str(entry)[:80]}")
+            raise DatasetError(where, f"labels[{i}] is not a [file name, label] pair: {shown(str(entry)[:80])}")
         name, label = entry
+        path = PurePosixPath(name)
+        if not name or "\0" in name or path.is_absolute() or ".." in path.parts or name.endswith("/"):
+            raise DatasetError(where, f"labels[{i}]: {shown(name)!r} is not the name of a file inside the dataset")
         if name in seen:
-            raise DatasetError(where, f"labels[{i}]: {name} is listed twice")
+            raise DatasetError(where, f"labels[{i}]: {shown(name)} is listed twice")
         seen.add(name)
-        if (
-            not isinstance(label, list)
-            or len(label) != 25
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in label)
-        ):
+        numbers = [_number(v) for v in label] if isinstance(label, list) else []
+        if len(numbers) != 25 or not all(v is not None and math.isfinite(v) for v in numbers):
             size = len(label) if isinstance(label, list) else type(label).__name__
-            raise DatasetError(where, f"the label of {name} is not 25 finite numbers (got {size})")
-        out.append((name, [float(v) for v in label]))
+            raise DatasetError(where, f"{_label_name(i, name)}: the label is not 25 finite numbers (got {size})")
+        out.append((name, numbers))
+    _check_cameras(out, where)
     return out
+
+
+def _check_cameras(labels: list[tuple[str, list[float]]], where: str) -> None:
+    """DatasetError naming the first label that is no camera: the whole array at once, then that one."""
+    array = np.array([label for _, label in labels], dtype=np.float64)  # [N, 25], finite
+    with np.errstate(all="ignore"):
+        as32 = array.astype(np.float32)
+        cams = as32.astype(np.float64)
+        R = cams[:, :16].reshape(-1, 4, 4)[:, :3, :3]
+        suspect = (
+            ~np.isfinite(as32).all(axis=1)
+            | (np.abs(cams[:, 12:16] - (0, 0, 0, 1)).max(axis=1) > RIGID_TOLERANCE)
+            | ~(np.abs(R.transpose(0, 2, 1) @ R - np.eye(3)).max(axis=(1, 2)) <= RIGID_TOLERANCE)
+            | ~(np.abs(np.linalg.det(R) - 1) <= RIGID_TOLERANCE)
+            | ~((cams[:, 16] > 0) & (cams[:, 20] > 0))
+            | (np.abs(cams[:, 22:25] - (0, 0, 1)).max(axis=1) > RIGID_TOLERANCE)
+        )
+    for i in np.flatnonzero(suspect):
+        problem = _camera_problem(array[i])
+        if problem is not None:
+            raise DatasetError(where, f"{_label_name(int(i), labels[i][0])}: {problem}")
 
 
 # ====================================================================== validation
@@ -166,9 +317,9 @@ def check_dataset(path: str | os.PathLike, progress: bool = False, processes: in
     source = _open_source(path)
     labels = read_labels(source)
     present = source.names()
-    for name, _ in labels:
+    for i, (name, _) in enumerate(labels):
         if name not in present:
-            raise DatasetError(source.where(name), "is listed in dataset.json but missing")
+            raise DatasetError(source.where(name), f"is listed in dataset.json (labels[{i}]) but missing")
     jobs = [(source, name) for name, _ in labels]
     processes = 1 if len(jobs) < 256 else max(1, processes or os.cpu_count() or 1)
     pool = get_context("fork").Pool(processes) if processes > 1 else None
