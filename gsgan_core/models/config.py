@@ -113,6 +113,14 @@ class GeneratorConfig:
         levels = len(self.channels)
         if levels < 1:
             raise ConfigError("channels must name at least one level")
+        _check_ranges(self, positive=("z_dim", "w_dim", "mapping_layers", "num_points", "level0_layers", "num_heads",
+                                      "knn_k", "up_ratio", "mlp_ratio", "image_resolution", "view_embed_dim",
+                                      "background_points"),
+                      positive_floats=("mapping_lr_mul", "position_clamp", "background_radius"))
+        if self.c_dim < 0:
+            raise ConfigError(f"c_dim must be >= 0, got {self.c_dim}")
+        if not 0 <= self.w_avg_beta <= 1:
+            raise ConfigError(f"w_avg_beta must be in [0, 1], got {self.w_avg_beta}")
         if len(self.attention) != levels or len(self.modulated) != levels:
             raise ConfigError(
                 f"channels, attention and modulated need one entry per level: got {levels}, "
@@ -151,6 +159,22 @@ class GeneratorConfig:
                 value = tuple(value)
             values[name] = value
         return cls(**values)
+
+
+def _check_ranges(config, positive: tuple[str, ...], positive_floats: tuple[str, ...]) -> None:
+    """Counts and widths at least 1 (every channel too), every float finite, the named floats above 0."""
+    for name in positive:
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")
+    if any(c < 1 for c in config.channels):
+        raise ConfigError(f"channels must all be at least 1, got {config.channels}")
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{f.name} must be a finite number, got {value}")
+    for name in positive_floats:
+        if not getattr(config, name) > 0:
+            raise ConfigError(f"{name} must be positive, got {getattr(config, name)}")
 
 
 def _lite(levels: int, resolution: int) -> GeneratorConfig:

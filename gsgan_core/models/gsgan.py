@@ -82,6 +82,19 @@ class GSGANConfig:
     def __post_init__(self):
         if len(self.channels) < 2:
             raise ConfigError("channels: GSGAN needs at least two levels")
+        for name in ("z_dim", "w_dim", "mapping_layers", "num_points", "transformer_layers", "num_heads", "knn_k",
+                     "pe_res", "view_embed_dim", "image_resolution", "background_points", "background_channels"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.c_dim < 0 or any(c < 1 for c in self.channels):
+            raise ConfigError(f"c_dim must be >= 0 and channels >= 1, got {self.c_dim} and {self.channels}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{f.name} must be a finite number, got {value}")
+        if not 0 <= self.w_avg_beta <= 1 or not self.background_radius > 0:
+            raise ConfigError(f"w_avg_beta must be in [0, 1] and background_radius positive, got "
+                              f"{self.w_avg_beta} and {self.background_radius}")
         if self.knn_k >= self.num_points:
             raise ConfigError(f"knn_k={self.knn_k} needs more than {self.knn_k} level-0 points, got num_points={self.num_points}")
         if self.channels[0] % self.num_heads or self.channels[0] % 2:
@@ -90,9 +103,6 @@ class GSGANConfig:
             raise ConfigError(f"channels must be even (the edge blocks halve them): {self.channels}")
         if self.up_ratio != 4:
             raise ConfigError("up_ratio: the official sibling block groups exactly 4 children")
-        for name in ("z_dim", "w_dim", "num_points", "transformer_layers", "image_resolution", "background_points"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
 
     # ------------------------------------------------------------------ derived sizes
     @property
