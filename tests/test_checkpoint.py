@@ -166,7 +166,8 @@ def test_metadata_problems(tmp_path, saved):
         "nometa": (lambda m: m.pop("camera"), "missing \\['camera'\\]"),
         "notgsgan": (lambda m: m.pop("format"), "not a gsgan generator checkpoint"),
         "badjson": (lambda m: m.update(training="{oops"), "'training' is not valid JSON"),
-        "badconfig": (lambda m: m.update(config=json.dumps({"channels": "many"})), "not a valid generator config"),
+        "badconfig": (lambda m: m.update(config=json.dumps({"channels": "many"})), "'config': channels must be a list"),
+        "badrange": (lambda m: m.update(config=json.dumps({"num_heads": 3})), "not a valid generator config"),
         "badcamera": (lambda m: m.update(camera=json.dumps({"yaw": 0})), "'camera' is invalid"),
     }
     for name, (edit, message) in cases.items():
@@ -227,3 +228,161 @@ def test_every_linear_layer_of_the_synthesis_network_is_equalised(generator):
     plain = [name for name, m in generator.named_modules() if isinstance(m, nn.Linear)]
     # the Fourier-feature inputs (3 -> C, sin) keep nn.Linear: their init sets the frequencies
     assert all(name.endswith(("encoder.fourier", "view_embed")) for name in plain), plain
+
+
+# ----------------------------------------------------------------------------- hostile headers and metadata
+def _edit_header(path, out, edit):
+    """Copies a checkpoint with its JSON header edited as plain JSON (types safetensors' writer would refuse)."""
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    edit(header)
+    raw = json.dumps(header).encode()
+    out.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
+    return out
+
+
+def _set_json(key, field, value):  # metadata[key] is JSON text: set one field inside it
+    def edit(header):
+        inner = json.loads(header["__metadata__"][key])
+        inner[field] = value
+        header["__metadata__"][key] = json.dumps(inner)
+
+    return edit
+
+
+def _assert_refused(path, *words):
+    """Both readers refuse the file with a CheckpointError naming the file and each of `words`."""
+    for reader in (load_checkpoint, read_checkpoint_info):
+        with pytest.raises(CheckpointError) as caught:
+            reader(path)
+        message = str(caught.value)
+        assert str(path) in message and all(w in message for w in words), message
+
+
+@pytest.mark.parametrize("edit, words", [
+    (_set_json("training", "kimg", None), ["'training'", "kimg", "null"]),
+    (_set_json("training", "step", "400"), ["'training'", "step", "integer"]),
+    (_set_json("training", "render_supersample", 0), ["render_supersample", "at least 1"]),
+    (_set_json("dataset", "name", {"a": 1}), ["'dataset'", "name", "string"]),
+    (_set_json("dataset", "resolution", None), ["'dataset'", "resolution"]),
+    (_set_json("config", "z_dim", "128"), ["'config'", "z_dim", "integer"]),
+    (_set_json("config", "z_dim", 128.0), ["'config'", "z_dim", "integer"]),
+    (_set_json("config", "split_ratio", None), ["'config'", "split_ratio", "number"]),
+    (_set_json("config", "background", 1), ["'config'", "background", "true or false"]),
+    (_set_json("config", "attention", ["global", 3, "local", "local"]), ["attention[1]", "string"]),
+    (_set_json("config", "num_heads", 0), ["'config'", "num_heads"]),
+    (_set_json("config", "channels", [64, -64, 32, 32]), ["'config'", "channels"]),
+    (_set_json("config", "up_ratio", 0), ["'config'", "up_ratio"]),
+    (_set_json("config", "mapping_layers", 10**9), ["'config'", "mapping_layers"]),
+    (_set_json("camera", "pivot", None), ["'camera'", "pivot"]),
+    (lambda h: h["__metadata__"].update(config="[1, 2]"), ["'config'", "JSON object", "list"]),
+    (lambda h: h["__metadata__"].update(format_version=2), ["format_version", "string"]),
+    (lambda h: h["__metadata__"].update(architecture={"x": 1}), ["architecture", "string"]),
+    (lambda h: h["__metadata__"].update(weight_dtype=None), ["weight_dtype", "string"]),
+    (lambda h: h.update(__metadata__=[1, 2]), ["__metadata__", "JSON object"]),
+])
+def test_metadata_of_the_wrong_type_or_range_is_refused_naming_the_field(tmp_path, saved, edit, words):
+    _assert_refused(_edit_header(saved, tmp_path / "bad.safetensors", edit), *words)
+
+
+def test_official_architecture_configs_are_checked_too(tmp_path):
+    from gsgan_core.models import build_generator
+    from gsgan_core.models.config import preset
+
+    torch.manual_seed(0)
+    path = tmp_path / "official.safetensors"
+    save_checkpoint(path, build_generator(preset("gsgan-tiny")))
+    assert load_checkpoint(path)[1].config.architecture == "gsgan"
+    for field, value in (("num_heads", 0), ("channels", [32, -32, 16, 16]), ("background_channels", -16),
+                         ("pe_res", 0), ("knn_k", None), ("xyz_output_scale", "0.1"), ("mapping_layers", 0)):
+        _assert_refused(_edit_header(path, tmp_path / f"{field}.safetensors", _set_json("config", field, value)),
+                        "'config'", field)
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda h: h["mapping.w_avg"].pop("shape"), ["'mapping.w_avg'", "'shape'"]),
+    (lambda h: h["mapping.w_avg"].pop("data_offsets"), ["'mapping.w_avg'", "'data_offsets'"]),
+    (lambda h: h["mapping.w_avg"].pop("dtype"), ["'mapping.w_avg'", "'dtype'"]),
+    (lambda h: h["mapping.w_avg"].update(shape="64"), ["'mapping.w_avg'", "'shape'"]),
+    (lambda h: h["mapping.w_avg"].update(shape=[None]), ["'mapping.w_avg'", "'shape'"]),
+    (lambda h: h["mapping.w_avg"].update(data_offsets={"a": 1}), ["'mapping.w_avg'", "'data_offsets'"]),
+    (lambda h: h["mapping.w_avg"].update(data_offsets=[5, 1]), ["'mapping.w_avg'", "'data_offsets'"]),
+    (lambda h: h["mapping.w_avg"].update(dtype="F99"), ["'mapping.w_avg'", "'dtype'"]),
+    (lambda h: h["mapping.w_avg"].update(dtype=[]), ["'mapping.w_avg'", "'dtype'"]),
+    (lambda h: h["mapping.w_avg"].update(shape=[32]), ["'mapping.w_avg'", "'data_offsets'"]),
+    (lambda h: h.update({"mapping.w_avg": None}), ["'mapping.w_avg'", "JSON object"]),
+])
+def test_malformed_header_entries_are_refused_naming_the_tensor(tmp_path, saved, edit, words):
+    _assert_refused(_edit_header(saved, tmp_path / "bad.safetensors", edit), *words)
+
+
+def _relabel(name, dtype):
+    return lambda h: h[name].update(dtype=dtype)
+
+
+@pytest.mark.parametrize("declared", ["BF16", "I16", "U16"])
+def test_a_relabelled_dtype_is_refused(tmp_path, generator, declared):
+    """F16 bytes declared as another 2-byte type would load as garbage weights: the stored dtype must be
+    what the metadata's weight_dtype says was saved."""
+    half = tmp_path / "half.safetensors"
+    save_checkpoint(half, generator, weight_dtype=torch.float16)
+    name = "levels.0.render_head.geometry.weight"
+    bad = _edit_header(half, tmp_path / "relabelled.safetensors", _relabel(name, declared))
+    with pytest.raises(CheckpointError, match=f"'{name}' is stored as {declared}.*float16.*F16") as caught:
+        load_checkpoint(bad)
+    assert str(bad) in str(caught.value)
+    # an F32 file that claims to be float16 is refused too (same shapes, other bytes per value)
+    full = tmp_path / "full.safetensors"
+    save_checkpoint(full, generator)
+    claims_half = _edit_header(full, tmp_path / "claims.safetensors", lambda h: h["__metadata__"].update(
+        weight_dtype="float16"))
+    with pytest.raises(CheckpointError, match="is stored as F32"):
+        load_checkpoint(claims_half)
+
+
+def test_integer_buffers_keep_their_dtype(tmp_path):
+    from gsgan_core.models import build_generator
+    from gsgan_core.models.config import preset
+
+    torch.manual_seed(0)
+    path = tmp_path / "official.safetensors"
+    save_checkpoint(path, build_generator(preset("gsgan-tiny")), weight_dtype=torch.float16)
+    load_checkpoint(path)  # F16 weights and I64 rotation_init: as saved
+    for declared in ("F64", "U64"):
+        bad = _edit_header(path, tmp_path / "rot.safetensors", _relabel("point_gen.rotation_init", declared))
+        with pytest.raises(CheckpointError, match=f"'point_gen.rotation_init' is stored as {declared}.*I64"):
+            load_checkpoint(bad)
+
+
+def test_non_finite_weights_are_refused(tmp_path, saved):
+    name = "levels.0.render_head.geometry.weight"
+    for value in (float("nan"), float("inf")):
+        def poison(tensors):
+            tensors[name] = tensors[name].clone()
+            tensors[name].view(-1)[3] = value
+
+        bad = _rewrite(saved, tmp_path / "nan.safetensors", edit_tensors=poison)
+        with pytest.raises(CheckpointError, match=f"'{name}' holds 1 values? that (is|are) not finite") as caught:
+            load_checkpoint(bad)
+        assert str(bad) in str(caught.value)
+
+
+def test_a_folder_is_named_a_folder(tmp_path):
+    with pytest.raises(CheckpointError, match="is a folder"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="is a folder"):
+        read_checkpoint_info(tmp_path)
+
+
+def test_trailing_bytes_and_overlapping_tensors_are_refused(tmp_path, saved):
+    longer = tmp_path / "longer.safetensors"
+    longer.write_bytes(saved.read_bytes() + b"\0" * 4)
+    _assert_refused(longer, "4 bytes after its last tensor")
+
+    def overlap(header):
+        entries = sorted((v["data_offsets"][0], k) for k, v in header.items() if k != "__metadata__")
+        (_, first), (_, second) = entries[:2]
+        header[first], header[second] = dict(header[first]), dict(header[second])
+        header[second]["data_offsets"] = [0, header[second]["data_offsets"][1] - header[second]["data_offsets"][0]]
+    _assert_refused(_edit_header(saved, tmp_path / "overlap.safetensors", overlap), "'data_offsets'")

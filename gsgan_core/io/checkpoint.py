@@ -16,9 +16,12 @@ Nothing here unpickles anything: a pickle handed to `load_checkpoint` is recogni
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import struct
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,19 @@ FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 REQUIRED_METADATA = ("format", "format_version", "config", "training", "dataset", "camera", "weight_dtype")
 _MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
+# safetensors dtype names -> bytes per element (the format's full list)
+_DTYPE_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+_TORCH_DTYPE_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.int64: "I64", torch.int32: "I32",
+                      torch.bool: "BOOL", torch.uint8: "U8"}
+_WEIGHT_DTYPE_NAMES = {"float32": "F32", "float16": "F16"}  # metadata weight_dtype -> stored float tensors
+# Plausibility limits on a checkpoint's config, checked before anything is built: far above every real
+# network, low enough that a hostile file cannot make the loader loop or overflow while sizing one.
+_MAX_CONFIG_INT = 1 << 24
+_MAX_CONFIG_DEPTH = 256  # mapping_layers, level0_layers, transformer_layers
+_MAX_LEVELS = 16
+_MAX_GAUSSIANS = 1 << 31
+_DEPTH_FIELDS = ("mapping_layers", "level0_layers", "transformer_layers")
 
 
 @dataclass
@@ -121,19 +137,76 @@ def _read_header(path: Path) -> dict[str, Any]:
         raise CheckpointError(path, "is not a safetensors file (its header is not JSON)") from None
     if not isinstance(header, dict):
         raise CheckpointError(path, "is not a safetensors file (its header is not a JSON object)")
-    data_end = max(
-        (int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)),
-        default=0,
-    )
+    metadata = header.get("__metadata__", {})
+    if not isinstance(metadata, dict):
+        raise CheckpointError(path, f"header '__metadata__' must be a JSON object, got {_json_type(metadata)}")
+    for key, value in metadata.items():
+        if not isinstance(value, str):
+            raise CheckpointError(path, f"metadata '{key}' must be a string, got {_json_type(value)}")
+    data_end = _check_entries(path, {k: v for k, v in header.items() if k != "__metadata__"})
     if 8 + header_len + data_end > size:
         raise CheckpointError(
             path, f"is truncated: the header promises {8 + header_len + data_end} bytes, the file has {size}"
         )
+    if 8 + header_len + data_end < size:
+        raise CheckpointError(
+            path, f"has {size - 8 - header_len - data_end} bytes after its last tensor (the header promises "
+            f"{8 + header_len + data_end} bytes, the file has {size})"
+        )
     return header
 
 
+def _check_entries(path: Path, entries: dict[str, Any]) -> int:
+    """Every tensor entry of the header well-formed, the entries tiling the data without gaps or
+    overlaps (as safetensors requires); returns where the data ends."""
+    spans = []
+    for name, entry in entries.items():
+        where = f"header entry '{name}'"
+        if not isinstance(entry, dict):
+            raise CheckpointError(path, f"{where} must be a JSON object, got {_json_type(entry)}")
+        for key in ("dtype", "shape", "data_offsets"):
+            if key not in entry:
+                raise CheckpointError(path, f"{where} has no '{key}'")
+        dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if not isinstance(dtype, str) or dtype not in _DTYPE_SIZES:
+            raise CheckpointError(path, f"{where}: 'dtype' {dtype!r} is not a safetensors dtype")
+        if not isinstance(shape, list) or not all(_is_int(d) and 0 <= d < 2**63 for d in shape):
+            raise CheckpointError(path, f"{where}: 'shape' must be a list of non-negative integers, got {shape!r}")
+        if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets)
+                or not 0 <= offsets[0] <= offsets[1]):
+            raise CheckpointError(path, f"{where}: 'data_offsets' must be two integers 0 <= begin <= end, "
+                                  f"got {offsets!r}")
+        nbytes = math.prod(shape) * _DTYPE_SIZES[dtype]
+        if offsets[1] - offsets[0] != nbytes:
+            raise CheckpointError(path, f"{where}: 'data_offsets' {offsets} span {offsets[1] - offsets[0]} bytes; "
+                                  f"{dtype} of shape {shape} needs {nbytes}")
+        spans.append((offsets[0], offsets[1], name))
+    end = 0
+    for begin, stop, name in sorted(spans):
+        if begin != end:
+            problem = "overlaps the tensor before it" if begin < end else f"leaves a gap of {begin - end} bytes"
+            raise CheckpointError(path, f"header entry '{name}': 'data_offsets' [{begin}, {stop}] {problem}")
+        end = stop
+    return end
+
+
+def _json_type(value: Any) -> str:
+    names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
+             list: "a list", dict: "an object"}
+    return f"{names.get(type(value), type(value).__name__)} ({_short_repr(value)})"
+
+
+def _short_repr(value: Any, limit: int = 40) -> str:
+    text = json.dumps(value) if isinstance(value, (dict, list, str, int, float, bool, type(None))) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _parse_metadata(path: Path, header: dict[str, Any]) -> CheckpointInfo:
-    metadata = header.get("__metadata__") or {}
+    metadata = header.get("__metadata__") or {}  # _read_header checked: a str -> str map
     if metadata.get("format") != FORMAT_NAME:
         raise CheckpointError(
             path, "is a safetensors file but not a gsgan generator checkpoint (no 'format: gsgan-generator' metadata)"
@@ -153,23 +226,22 @@ def _parse_metadata(path: Path, header: dict[str, Any]) -> CheckpointInfo:
     for key in ("config", "training", "dataset", "camera"):
         try:
             parsed[key] = json.loads(metadata[key])
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise CheckpointError(path, f"metadata '{key}' is not valid JSON") from None
         if not isinstance(parsed[key], dict):
-            raise CheckpointError(path, f"metadata '{key}' is not a JSON object")
+            raise CheckpointError(path, f"metadata '{key}' must be a JSON object, got {_json_type(parsed[key])}")
     architecture = metadata.get("architecture", "lite")
     if architecture not in ARCHITECTURES:
         raise CheckpointError(path, f"unknown architecture {architecture!r}; this gsgan knows {sorted(ARCHITECTURES)}")
-    try:
-        config = config_from_dict(parsed["config"], architecture)
-    except (ConfigError, TypeError, ValueError) as err:
-        raise CheckpointError(path, f"metadata 'config' is not a valid generator config: {err}") from None
+    config = _config(path, parsed["config"], architecture)
     try:
         camera = OrbitPose.from_dict(parsed["camera"])
     except CameraError as err:
         raise CheckpointError(path, f"metadata 'camera' is invalid: {err}") from None
-    if metadata["weight_dtype"] not in ("float32", "float16"):
+    if metadata["weight_dtype"] not in _WEIGHT_DTYPE_NAMES:
         raise CheckpointError(path, f"unknown weight_dtype {metadata['weight_dtype']!r}")
+    _check_fields(path, "training", parsed["training"], _TRAINING_FIELDS)
+    _check_fields(path, "dataset", parsed["dataset"], _DATASET_FIELDS)
     return CheckpointInfo(
         path=str(path),
         config=config,
@@ -181,6 +253,76 @@ def _parse_metadata(path: Path, header: dict[str, Any]) -> CheckpointInfo:
     )
 
 
+# Known entries of 'training' and 'dataset': (type, lowest value); other keys are kept as they are.
+_TRAINING_FIELDS = {"kimg": (float, 0), "step": (int, 0), "render_supersample": (int, 1), "imported_from": (str, None),
+                    "network": (str, None), "module_sha256": (str, None)}
+_DATASET_FIELDS = {"name": (str, None), "resolution": (int, 1)}
+
+
+def _check_fields(path: Path, what: str, data: dict[str, Any], fields: dict[str, tuple[type, Any]]) -> None:
+    for key, (kind, lowest) in fields.items():
+        if key in data:
+            _typed(path, f"metadata '{what}': {key}", data[key], kind)
+            if lowest is not None and data[key] < lowest:
+                raise CheckpointError(path, f"metadata '{what}': {key} must be at least {lowest}, got {data[key]!r}")
+            if kind is int and data[key] > _MAX_CONFIG_INT:
+                raise CheckpointError(path, f"metadata '{what}': {key} must be at most {_MAX_CONFIG_INT}, "
+                                      f"got {data[key]!r}")
+
+
+def _typed(path: Path, where: str, value: Any, kind: Any) -> Any:
+    """`value` (from JSON) as the type `kind` of a config field; CheckpointError naming `where` otherwise."""
+    if typing.get_origin(kind) is tuple:
+        item_kind = typing.get_args(kind)[0]
+        if not isinstance(value, list):
+            raise CheckpointError(path, f"{where} must be a list, got {_json_type(value)}")
+        if len(value) > _MAX_LEVELS:
+            raise CheckpointError(path, f"{where} has {len(value)} entries; at most {_MAX_LEVELS}")
+        return tuple(_typed(path, f"{where}[{i}]", item, item_kind) for i, item in enumerate(value))
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = _is_int(value)
+        if ok and abs(value) > _MAX_CONFIG_INT:
+            raise CheckpointError(path, f"{where} must be at most {_MAX_CONFIG_INT} in size, got {value}")
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            raise CheckpointError(path, f"{where} must be a finite number, got {value!r}")
+        value = float(value) if ok else value
+    elif kind is str:
+        ok = isinstance(value, str)
+    else:  # pragma: no cover - a config field of a type this reader does not know
+        raise CheckpointError(path, f"{where}: cannot check a value of type {kind}")
+    if not ok:
+        expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
+        raise CheckpointError(path, f"{where} must be {expected}, got {_json_type(value)}")
+    return value
+
+
+def _config(path: Path, data: dict[str, Any], architecture: str) -> AnyConfig:
+    """The config, every value checked for its JSON type and range before the class sees it."""
+    cls = ARCHITECTURES[architecture]
+    hints = typing.get_type_hints(cls)
+    kinds = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+    unknown = sorted(str(k) for k in data if k not in kinds)
+    if unknown:
+        raise CheckpointError(path, f"metadata 'config' has keys that {architecture} generators do not have: "
+                              f"{_short_list(unknown)}")
+    values = {key: _typed(path, f"metadata 'config': {key}", value, kinds[key]) for key, value in data.items()}
+    for key in _DEPTH_FIELDS:
+        if key in values and values[key] > _MAX_CONFIG_DEPTH:
+            raise CheckpointError(path, f"metadata 'config': {key} must be at most {_MAX_CONFIG_DEPTH}, got {values[key]}")
+    try:
+        config = config_from_dict(values, architecture)
+    except ConfigError as err:
+        raise CheckpointError(path, f"metadata 'config' is not a valid generator config: {err}") from None
+    if config.num_gaussians > _MAX_GAUSSIANS:
+        raise CheckpointError(path, f"metadata 'config' describes {config.num_gaussians} Gaussians; at most "
+                              f"{_MAX_GAUSSIANS}")
+    return config
+
+
 def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
     """The checkpoint's metadata, checked; no weights are read."""
     path = Path(path)
@@ -190,12 +332,15 @@ def read_checkpoint_info(path: str | os.PathLike) -> CheckpointInfo:
 def load_checkpoint(
     path: str | os.PathLike, device: torch.device | str = "cpu"
 ) -> tuple[torch.nn.Module, CheckpointInfo]:
-    """Rebuilds the generator from the file alone (eval mode, float32, on `device`)."""
+    """Rebuilds the generator from the file alone (eval mode, float32, on `device`).
+
+    The whole header and config are checked first, against the network the config describes (sized
+    without allocating it); then the values are read and must be finite. Anything wrong raises
+    CheckpointError naming the file and what is wrong with it."""
     path = Path(path)
     header = _read_header(path)
     info = _parse_metadata(path, header)
-    generator = build_generator(info.config)
-    expected = generator.state_dict()
+    expected = _expected_tensors(path, info.config)
     stored = {k: v for k, v in header.items() if k != "__metadata__"}
     missing = sorted(set(expected) - set(stored))
     unexpected = sorted(set(stored) - set(expected))
@@ -206,20 +351,44 @@ def load_checkpoint(
         if unexpected:
             parts.append(f"unexpected tensors {_short_list(unexpected)}")
         raise CheckpointError(path, "does not match its config: " + "; ".join(parts))
-    for name, value in expected.items():
-        if list(stored[name]["shape"]) != list(value.shape):
+    for name, (shape, dtype) in expected.items():
+        if list(stored[name]["shape"]) != shape:
             raise CheckpointError(
-                path, f"tensor '{name}' has shape {list(stored[name]['shape'])}, the config needs {list(value.shape)}"
+                path, f"tensor '{name}' has shape {list(stored[name]['shape'])}, the config needs {shape}"
             )
+        want = _WEIGHT_DTYPE_NAMES[info.weight_dtype] if dtype.is_floating_point else _TORCH_DTYPE_NAMES.get(dtype)
+        if stored[name]["dtype"] != want:
+            saved_as = f"weight_dtype {info.weight_dtype}" if dtype.is_floating_point else "its type"
+            raise CheckpointError(path, f"tensor '{name}' is stored as {stored[name]['dtype']}; the metadata "
+                                  f"({saved_as}) says it was saved as {want}")
     try:
         tensors = load_file(str(path))
     except Exception as err:  # safetensors raises its own error type for malformed payloads
         raise CheckpointError(path, f"cannot be read as safetensors: {err}") from None
-    tensors = {k: v.to(expected[k].dtype) for k, v in tensors.items()}
+    for name, value in tensors.items():
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise CheckpointError(path, f"tensor '{name}' holds {bad} values that are not finite (NaN or inf)")
+    generator = build_generator(info.config)
+    tensors = {k: v.to(expected[k][1]) for k, v in tensors.items()}
     if info.format_version == 1:
         tensors = _weights_from_version_1(generator, tensors)
     generator.load_state_dict(tensors)
     return generator.to(device).eval().requires_grad_(False), info
+
+
+def _expected_tensors(path: Path, config: AnyConfig) -> dict[str, tuple[list[int], torch.dtype]]:
+    """name -> (shape, dtype) of the state dict the config describes, from a network built on the meta
+    device: sizes only, no memory, so a config can be checked against the header before any real build."""
+    try:
+        with torch.device("meta"):
+            network = build_generator(config)
+    except ConfigError as err:
+        raise CheckpointError(path, f"metadata 'config' is not a valid generator config: {err}") from None
+    except Exception as err:  # the checks above should leave nothing for here; still never a traceback
+        raise CheckpointError(path, f"metadata 'config' describes a network that cannot be built "
+                              f"({type(err).__name__}: {err})") from None
+    return {name: (list(value.shape), value.dtype) for name, value in network.state_dict().items()}
 
 
 def _weights_from_version_1(generator: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
