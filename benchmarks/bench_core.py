@@ -23,16 +23,14 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gsgan_core.cameras import cameras_to_labels, orbit_camera, to_rasterizer  # noqa: E402
-from gsgan_core.models import build_generator  # noqa: E402
-from gsgan_core.models.config import preset  # noqa: E402
-from gsgan_core.models.generator import randomize_layer_scales, z_from_seeds  # noqa: E402
-from gsgan_core.models.graphed import GraphedSynthesis  # noqa: E402
-from gsgan_core.render import backend_report, render  # noqa: E402
-from scenes import head_like  # noqa: E402
+from gsgan_core.cameras import cameras_to_labels, orbit_camera, to_rasterizer
+from gsgan_core.models import build_generator
+from gsgan_core.models.config import preset
+from gsgan_core.models.generator import randomize_layer_scales, z_from_seeds
+from gsgan_core.models.graphed import GraphedSynthesis
+from gsgan_core.render import backend_report, render
+from scenes import head_like
 
 CASES = [("ffhq256", 256), ("ffhq512", 512), ("lite256", 256), ("lite512", 512)]
 DEFAULT_PRESETS = "ffhq256,ffhq512"

@@ -52,7 +52,6 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from gsgan_core.cameras import orbit_camera, to_rasterizer  # noqa: E402
 from gsgan_core.io.checkpoint import load_checkpoint  # noqa: E402

@@ -3,9 +3,9 @@
     python benchmarks/bench_explorer.py [--out DIR] [--frames 200]
 
 Cases (the issue's targets):
-  orbit   ffhq512, 512x512: the camera moves every frame, the Gaussians come from the cache;
+  orbit   lite512, 512x512: the camera moves every frame, the Gaussians come from the cache;
           a frame = rasterize + colour to uint8 + copy to the host.            target >= 200 frames/s
-  live    ffhq256, 512x512: the interpolation slider moves every frame, so the generator reruns;
+  live    lite256, 512x512: the interpolation slider moves every frame, so the generator reruns;
           a frame = mapping + synthesis + rasterize + copy.                    target >= 60 frames/s
           (one row per generator execution mode: fp32, tf32, bf16 autocast, CUDA graph + tf32)
   upload  the CPU side of showing a frame: uint8 [512, 512, 3] -> the float32 RGBA texture buffer.
@@ -30,15 +30,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from explorer.engine import Engine  # noqa: E402
-from explorer.state import ExplorerState  # noqa: E402
-from explorer.texture import new_rgba_buffer, to_rgba  # noqa: E402
-from gsgan_core.models.config import preset  # noqa: E402
-from gsgan_core.models.generator import Generator, randomize_layer_scales  # noqa: E402
-from gsgan_core.render import backend_report  # noqa: E402
+from explorer.texture import new_rgba_buffer, to_rgba
+from gsgan_core.models import build_generator
+from gsgan_core.models.config import preset
+from gsgan_core.models.generator import randomize_layer_scales
+from gsgan_core.render import backend_report
+from gsgan_core.view.engine import Engine
+from gsgan_core.view.state import ExplorerState
+from gsgan_core.view.viewer_camera import viewer_cameras
 
 TARGET_FPS = {"orbit": 200.0, "live": 60.0}
 LOG: list[str] = []
@@ -49,9 +49,9 @@ def log(line: str) -> None:
     print(line, flush=True)
 
 
-def random_generator(name: str) -> Generator:
+def random_generator(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    return randomize_layer_scales(Generator(preset(name))).eval().requires_grad_(False)
+    return randomize_layer_scales(build_generator(preset(name))).eval().requires_grad_(False)
 
 
 def timed_frames(engine: Engine, state: ExplorerState, change, frames: int, warmup: int) -> dict:
@@ -97,7 +97,7 @@ class FixedSceneEngine(Engine):
         return self.scene
 
 
-def orbit_case(device, frames: int, name: str = "ffhq512", size: int = 512, scene: str = "random",
+def orbit_case(device, frames: int, name: str = "lite512", size: int = 512, scene: str = "random",
                background: bool = True) -> dict:
     """scene "random": a random-weight generator's output (one dense blob: the rasterizer's worst
     case); "head": benchmarks/scenes.head_like (same hierarchy, laid out like a trained head)."""
@@ -112,23 +112,23 @@ def orbit_case(device, frames: int, name: str = "ffhq512", size: int = 512, scen
     engine.set_generator(generator)
     state = ExplorerState()
     state.camera = engine.default_camera()
-    state.render.resolution = size
-    state.levels.background = background
+    state.render = dataclasses.replace(state.render, resolution=size)
+    state.levels = dataclasses.replace(state.levels, background=background)
 
-    def change(s, i):
-        s.camera.yaw = 0.6 * np.sin(i * 0.05)  # a new camera every frame: the frame cache misses
+    def change(s, i):  # a new camera every frame: the frame cache misses
+        s.camera = dataclasses.replace(s.camera, yaw=0.6 * np.sin(i * 0.05))
 
     row = timed_frames(engine, state, change, frames, warmup=20)
     assert row["generator_runs"] == 0, "orbiting must not rerun the generator"
     row["scene"] = scene + ("" if background else ", no background")
     row["gpu_memory_mib"] = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
     # What the rasterizer alone costs on the same Gaussians and cameras (no colour conversion, no copy).
-    from gsgan_core.render import render
     from gsgan_core.cameras import to_rasterizer
-    from explorer.viewer_camera import viewer_cameras
+    from gsgan_core.render import render
 
     shown, _ = engine.shown_gaussians(state)
-    cameras = [to_rasterizer(*viewer_cameras(dataclasses.replace(state.camera, yaw=0.6 * np.sin(i * 0.05)), device), size, size)
+    cameras = [to_rasterizer(*viewer_cameras(dataclasses.replace(state.camera, yaw=0.6 * np.sin(i * 0.05)), device), size, size,
+                             generator.config.camera_model)
                for i in range(frames)]
     samples = []
     with torch.inference_mode():
@@ -144,18 +144,18 @@ def orbit_case(device, frames: int, name: str = "ffhq512", size: int = 512, scen
     return row
 
 
-def live_case(device, frames: int, precision: str, cuda_graph: bool, name: str = "ffhq256", size: int = 512) -> dict:
+def live_case(device, frames: int, precision: str, cuda_graph: bool, name: str = "lite256", size: int = 512) -> dict:
     engine = Engine(device, precision=precision, cuda_graph=cuda_graph, direction_samples=512)
     engine.set_generator(random_generator(name).to(device))
     if cuda_graph and engine.graph_problem:
         log(f"  CUDA graph unavailable: {engine.graph_problem}")
     state = ExplorerState()
     state.camera = engine.default_camera()
-    state.render.resolution = size
-    state.latent.seed_b = 1
+    state.render = dataclasses.replace(state.render, resolution=size)
+    state.latent = dataclasses.replace(state.latent, seed_b=1)
 
-    def change(s, i):
-        s.latent.interp = (i % 100) / 100 + 1e-4  # a new latent every frame: the generator reruns
+    def change(s, i):  # a new latent every frame: the generator reruns
+        s.latent = dataclasses.replace(s.latent, interp=(i % 100) / 100 + 1e-4)
 
     row = timed_frames(engine, state, change, frames, warmup=10)
     assert row["generator_runs"] == frames
@@ -222,13 +222,13 @@ def main() -> int:
     ]
     for o in results["orbit"]:
         table.append(
-            f"| orbit (cached Gaussians) | ffhq512 | 512 | {o['scene']} | {o['gaussians']:,} | {o['median_ms']:.2f} | "
+            f"| orbit (cached Gaussians) | lite512 | 512 | {o['scene']} | {o['gaussians']:,} | {o['median_ms']:.2f} | "
             f"{o['p90_ms']:.2f} | {o['fps_from_median']:.0f} | - | {o['raster_copy_ms_median']:.2f} | "
             f"{o['rasterizer_only_ms_median']:.2f} | >= {TARGET_FPS['orbit']:.0f} fps |"
         )
     for r in results["live"]:
         table.append(
-            f"| live latent edit | ffhq256 | 512 | {r['precision']} | {r['gaussians']:,} | {r['median_ms']:.2f} | "
+            f"| live latent edit | lite256 | 512 | {r['precision']} | {r['gaussians']:,} | {r['median_ms']:.2f} | "
             f"{r['p90_ms']:.2f} | {r['fps_from_median']:.0f} | {r['generator_ms_median']:.2f} | "
             f"{r['raster_copy_ms_median']:.2f} | - | >= {TARGET_FPS['live']:.0f} fps |"
         )

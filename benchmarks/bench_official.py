@@ -53,7 +53,6 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from gsgan_core.cameras import (  # noqa: E402
     camera_forward, cameras_to_labels, labels_to_cameras, orbit_camera, to_rasterizer,

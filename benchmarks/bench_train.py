@@ -29,17 +29,17 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gsgan_core.cameras import camera_forward, sample_ffhq_like, to_rasterizer  # noqa: E402
-from gsgan_core.data.heads import make_heads_dataset  # noqa: E402
-from gsgan_core.models.config import preset  # noqa: E402
-from gsgan_core.models.discriminator import Discriminator  # noqa: E402
-from gsgan_core.models.generator import Generator, randomize_layer_scales  # noqa: E402
-from gsgan_core.render import backend_report, render  # noqa: E402
-from gsgan_core.train import losses  # noqa: E402
-from gsgan_core.train.config import TrainConfig  # noqa: E402
-from gsgan_core.train.loop import train  # noqa: E402
+from gsgan_core.cameras import camera_forward, sample_ffhq_like, to_rasterizer
+from gsgan_core.data.heads import make_heads_dataset
+from gsgan_core.models.config import preset
+from gsgan_core.models.discriminator import Discriminator
+from gsgan_core.models import build_generator
+from gsgan_core.models.generator import randomize_layer_scales
+from gsgan_core.render import backend_report, render
+from gsgan_core.train import losses
+from gsgan_core.train.config import TrainConfig
+from gsgan_core.train.loop import train
 
 # Dense TF32 tensor-core peaks (FLOP/s) from NVIDIA's data sheets, SXM parts.
 TF32_PEAK = {"H100": 494.7e12, "H200": 494.7e12}
@@ -89,13 +89,13 @@ def forward_flops(fn) -> int:
 
 def components(preset_name: str, resolution: int, batch: int, device: torch.device, iters: int) -> dict:
     torch.manual_seed(0)
-    G = randomize_layer_scales(Generator(preset(preset_name, image_resolution=resolution, c_dim=25))).to(device)
+    G = randomize_layer_scales(build_generator(preset(preset_name, image_resolution=resolution, c_dim=25))).to(device)
     D = Discriminator(resolution, "contrastive").to(device)
     z = torch.randn(batch, G.config.z_dim, device=device)
     cam2world, K = sample_ffhq_like(batch, generator=torch.Generator().manual_seed(0))
     labels = torch.cat([cam2world.flatten(1), K.flatten(1)], dim=1).to(device)
     cam2world, K = cam2world.to(device), K.to(device)
-    viewmats, Ks = to_rasterizer(cam2world, K, resolution, resolution)
+    viewmats, Ks = to_rasterizer(cam2world, K, resolution, resolution, G.config.camera_model)
     viewmats, Ks = viewmats[:, None], Ks[:, None]
     background = torch.rand(batch, 1, 3, device=device)
 

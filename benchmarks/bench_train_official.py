@@ -573,8 +573,6 @@ def main() -> int:
         args.budget_s = max(args.budget_s, 1800)  # a slow CPU: no budget cuts
         args.data = args.rundir / "heads64-dry.zip"
 
-    sys.path.insert(0, str(ROOT))
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     import torch
 
     args.out.mkdir(parents=True, exist_ok=True)

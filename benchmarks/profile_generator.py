@@ -1,6 +1,6 @@
 """Where the generator's GPU time goes: torch.profiler over synthesis, grouped by stage and kernel.
 
-    python benchmarks/profile_generator.py [--preset ffhq256] [--batch 1]
+    python benchmarks/profile_generator.py [--preset lite256] [--batch 1]
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gsgan_core.models.config import preset  # noqa: E402
-from gsgan_core.models.generator import Generator, randomize_layer_scales, z_from_seeds  # noqa: E402
+from gsgan_core.models.config import preset
+from gsgan_core.models.generator import Generator, randomize_layer_scales, z_from_seeds
 
 
 def label_stages(generator: Generator) -> None:
@@ -44,7 +43,7 @@ def label_stages(generator: Generator) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--preset", default="ffhq256")
+    parser.add_argument("--preset", default="lite256", help="a lite-architecture preset (its stages are labelled)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--compiled-bf16", action="store_true", help="profile torch.compile + bf16 autocast")
     args = parser.parse_args()

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_official import DgrBuild, Official, load_regenerate  # noqa: E402
 
 from gsgan_core.cameras import camera_forward, labels_to_cameras, orbit_camera, to_rasterizer  # noqa: E402
