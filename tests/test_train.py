@@ -72,7 +72,7 @@ def test_a_few_steps_learn_and_write_an_explorer_checkpoint(heads, tmp_path):
         assert info.training["step"] == 2 and info.resolution == RES and G.config.c_dim == 25
         assert info.training["render_supersample"] == 2  # gsgan-metrics renders the fakes as training did
     assert (outdir / "fakes-final.png").stat().st_size > 0 and (outdir / "fakes-000000.004.png").exists()
-    from explorer.engine import Engine  # the explorer opens the snapshot directly
+    from gsgan_core.view.engine import Engine  # the explorer opens the snapshot directly
 
     engine = Engine(device="cpu", direction_samples=64)
     assert engine.load(outdir / "network-snapshot-final.safetensors").kimg == pytest.approx(0.004)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from explorer.engine import Engine
-from explorer.state import ExplorerState, LatentState, LevelState, RenderSettings
+from gsgan_core.view.engine import Engine
+from gsgan_core.view.state import ExplorerState, LatentState, LevelState, RenderSettings
 from gsgan_core.train.loop import write_png  # (atomic, like training's snapshot grids)
 
 
