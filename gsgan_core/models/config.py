@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from gsgan_core.errors import ConfigError
 from gsgan_core.models.gsgan import GSGANConfig, official_config
+from gsgan_core.models.hierarchy import w_slices
 
 ATTENTION_KINDS = ("global", "knn", "local")
 
@@ -99,14 +100,7 @@ class GeneratorConfig:
 
     def w_slices(self) -> dict[int | str, slice]:
         """Which rows of ws [B, num_ws, w_dim] feed which level ("background" for the background)."""
-        out: dict[int | str, slice] = {}
-        start = 0
-        for level, count in enumerate(self.ws_per_level):
-            out[level] = slice(start, start + count)
-            start += count
-        if self.background:
-            out["background"] = slice(start, start + 1)
-        return out
+        return w_slices(self.ws_per_level, self.background)
 
     # ------------------------------------------------------------------ checks and (de)serialisation
     def __post_init__(self):

@@ -32,10 +32,9 @@ from torch import Tensor, nn
 
 from gsgan_core.errors import ConfigError
 from gsgan_core.gaussians import Gaussians, quat_to_rotmat
-from gsgan_core.models.hierarchy import Params, concat_gaussians, hierarchy_indices
+from gsgan_core.models.hierarchy import FRONTAL_VIEW_DIR, Params, concat_gaussians, hierarchy_indices, w_slices
 
 SQRT2 = math.sqrt(2)
-FRONTAL_VIEW_DIR = (0.0, 0.0, -1.0)
 
 
 # ====================================================================== configuration
@@ -148,13 +147,7 @@ class GSGANConfig:
         return sum(self.ws_per_level) + 1
 
     def w_slices(self) -> dict[int | str, slice]:
-        out: dict[int | str, slice] = {}
-        start = 0
-        for level, count in enumerate(self.ws_per_level):
-            out[level] = slice(start, start + count)
-            start += count
-        out["background"] = slice(start, start + 1)
-        return out
+        return w_slices(self.ws_per_level, background=True)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

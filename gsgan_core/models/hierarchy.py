@@ -13,6 +13,8 @@ from torch import Tensor
 
 from gsgan_core.gaussians import BACKGROUND_LEVEL, Gaussians
 
+FRONTAL_VIEW_DIR = (0.0, 0.0, -1.0)  # the forward vector of a camera on +z looking at the origin
+
 
 class Params(NamedTuple):
     """Unactivated Gaussian parameters of one level, all [B, N, k]."""
@@ -22,6 +24,18 @@ class Params(NamedTuple):
     quat: Tensor  # [B, N, 4] (w, x, y, z)
     color: Tensor  # [B, N, 3] degree-0 SH
     opacity: Tensor  # [B, N, 1] logit
+
+
+def w_slices(ws_per_level: tuple[int, ...], background: bool) -> dict[int | str, slice]:
+    """Which rows of ws [B, num_ws, w_dim] feed which level ("background" for the background, last)."""
+    out: dict[int | str, slice] = {}
+    start = 0
+    for level, count in enumerate(ws_per_level):
+        out[level] = slice(start, start + count)
+        start += count
+    if background:
+        out["background"] = slice(start, start + 1)
+    return out
 
 
 def concat_gaussians(parts: list[Params], level: Tensor, parent: Tensor) -> Gaussians:
