@@ -165,22 +165,38 @@ def render(
     a Gaussian of sigma 0.55 px), which is softer than any edge a box-filtered image has.
     """
     if supersample != 1:
-        if supersample < 1 or int(supersample) != supersample:
-            raise ConfigError(f"supersample must be a whole number >= 1, got {supersample!r}")
-        s = int(supersample)
-        # Pixel k spans [k, k+1) in gsplat's pixel coordinates, so scaling fx, fy, cx, cy by s maps
-        # it onto the s x s fine pixels that average back into it.
-        scale = Ks.new_tensor([[s, s, s], [s, s, s], [1, 1, 1]])
-        fine = render(gaussians, viewmats, Ks * scale, width * s, height * s, background, backend,
-                      near_plane, far_plane)
-
-        def pool(x: Tensor) -> Tensor:  # [..., H*s, W*s, K] -> [..., H, W, K]
-            *lead, H, W, K = x.shape
-            return x.reshape(*lead, H // s, s, W // s, s, K).mean(dim=(-4, -2))
-
-        # Depth is averaged as is: expected depth of the block, weighting its pixels equally.
-        return RenderOutput(pool(fine.rgb), pool(fine.alpha), pool(fine.depth), fine.backend)
+        return _render_supersampled(gaussians, viewmats, Ks, width, height, background, backend,
+                                    near_plane, far_plane, supersample)
     batch = gaussians.batch_shape
+    _check_cameras(viewmats, Ks, batch)
+    C = viewmats.shape[-3]
+    means = gaussians.means
+    viewmats = viewmats.to(device=means.device, dtype=means.dtype)
+    Ks = Ks.to(device=means.device, dtype=means.dtype)
+    bgs = _backgrounds(background, batch, C, means)
+    used = resolve_backend(means.device, backend)
+    if used == "compiled" and backend == "auto" and means.dtype == torch.float64:
+        used = "reference"  # the compiled rasterizer computes in float32; float64 asks for more
+    out_shape = (*batch, C, int(height), int(width))
+    if used == "compiled":
+        return _render_compiled(gaussians, viewmats, Ks, bgs, out_shape, near_plane, far_plane)
+    inputs = dict(
+        means=means, quats=gaussians.unit_quats, scales=gaussians.scales, opacities=gaussians.opacities,
+        colors=gaussians.rgbs, viewmats=viewmats, Ks=Ks, width=int(width), height=int(height),
+        backgrounds=bgs, near_plane=float(near_plane), far_plane=float(far_plane),
+    )
+    if used == "gsplat":
+        rgb, alpha, depth = gsplat_backend.render_gsplat(**inputs)
+        return RenderOutput(rgb, alpha, depth, "gsplat")
+    # The reference works on exactly one batch dim: flatten `...` into B (B = 1 when unbatched).
+    flat = {k: (v.reshape(-1, *v.shape[len(batch):]) if isinstance(v, Tensor) else v) for k, v in inputs.items()}
+    rgb, alpha, depth = render_reference(**flat)
+    return RenderOutput(
+        rgb.reshape(*out_shape, 3), alpha.reshape(*out_shape, 1), depth.reshape(*out_shape, 1), "reference"
+    )
+
+
+def _check_cameras(viewmats: Tensor, Ks: Tensor, batch: torch.Size) -> None:
     if viewmats.shape[-2:] != (4, 4) or Ks.shape[-2:] != (3, 3):
         raise CameraError(
             f"viewmats must be [..., C, 4, 4] and Ks [..., C, 3, 3], got {list(viewmats.shape)} "
@@ -191,57 +207,42 @@ def render(
             f"camera batch dims must equal the Gaussians' {list(batch)} (+ [C]): viewmats "
             f"{list(viewmats.shape)}, Ks {list(Ks.shape)}"
         )
-    C = viewmats.shape[-3]
-    means = gaussians.means
-    viewmats = viewmats.to(device=means.device, dtype=means.dtype)
-    Ks = Ks.to(device=means.device, dtype=means.dtype)
-    bgs = _backgrounds(background, batch, C, means)
-    used = resolve_backend(means.device, backend)
-    if used == "compiled" and backend == "auto" and means.dtype == torch.float64:
-        used = "reference"  # the compiled rasterizer computes in float32; float64 asks for more
-    out_shape = (*batch, C, int(height), int(width))
 
-    if used == "compiled":
-        from .compiled import render_compiled
 
-        def flat(t: Tensor) -> Tensor:  # `...` -> one batch dim B (B = 1 when unbatched)
-            return t.reshape(batch.numel(), *t.shape[len(batch):])
+def _render_supersampled(gaussians, viewmats, Ks, width, height, background, backend, near_plane, far_plane,
+                         supersample) -> RenderOutput:
+    if supersample < 1 or int(supersample) != supersample:
+        raise ConfigError(f"supersample must be a whole number >= 1, got {supersample!r}")
+    s = int(supersample)
+    # Pixel k spans [k, k+1) in gsplat's pixel coordinates, so scaling fx, fy, cx, cy by s maps
+    # it onto the s x s fine pixels that average back into it.
+    scale = Ks.new_tensor([[s, s, s], [s, s, s], [1, 1, 1]])
+    fine = render(gaussians, viewmats, Ks * scale, width * s, height * s, background, backend, near_plane, far_plane)
 
-        rgb, alpha, depth = render_compiled(
-            flat(means), flat(gaussians.log_scales), flat(gaussians.quats), flat(gaussians.opacity_logits),
-            flat(gaussians.sh_dc), flat(viewmats), flat(Ks), int(width), int(height), flat(bgs),
-            float(near_plane), float(far_plane),
-        )
-        like = dict(device=means.device, dtype=means.dtype)
-        return RenderOutput(
-            rgb.reshape(*out_shape, 3).to(**like), alpha.reshape(*out_shape, 1).to(**like),
-            depth.reshape(*out_shape, 1).to(**like), "compiled",
-        )
+    def pool(x: Tensor) -> Tensor:  # [..., H*s, W*s, K] -> [..., H, W, K]
+        *lead, H, W, K = x.shape
+        return x.reshape(*lead, H // s, s, W // s, s, K).mean(dim=(-4, -2))
 
-    inputs = dict(
-        means=means,
-        quats=gaussians.unit_quats,
-        scales=gaussians.scales,
-        opacities=gaussians.opacities,
-        colors=gaussians.rgbs,
-        viewmats=viewmats,
-        Ks=Ks,
-        width=int(width),
-        height=int(height),
-        backgrounds=bgs,
-        near_plane=float(near_plane),
-        far_plane=float(far_plane),
+    # Depth is averaged as is: expected depth of the block, weighting its pixels equally.
+    return RenderOutput(pool(fine.rgb), pool(fine.alpha), pool(fine.depth), fine.backend)
+
+
+def _render_compiled(gaussians: Gaussians, viewmats: Tensor, Ks: Tensor, bgs: Tensor, out_shape: tuple,
+                     near_plane: float, far_plane: float) -> RenderOutput:
+    from .compiled import render_compiled
+
+    batch = gaussians.batch_shape
+
+    def flat(t: Tensor) -> Tensor:  # `...` -> one batch dim B (B = 1 when unbatched)
+        return t.reshape(batch.numel(), *t.shape[len(batch):])
+
+    rgb, alpha, depth = render_compiled(
+        flat(gaussians.means), flat(gaussians.log_scales), flat(gaussians.quats), flat(gaussians.opacity_logits),
+        flat(gaussians.sh_dc), flat(viewmats), flat(Ks), out_shape[-1], out_shape[-2], flat(bgs),
+        float(near_plane), float(far_plane),
     )
-    if used == "gsplat":
-        rgb, alpha, depth = gsplat_backend.render_gsplat(**inputs)
-        return RenderOutput(rgb, alpha, depth, "gsplat")
-
-    # The reference works on exactly one batch dim: flatten `...` into B (B = 1 when unbatched).
-    flat = {
-        k: (v.reshape(-1, *v.shape[len(batch):]) if isinstance(v, Tensor) else v)
-        for k, v in inputs.items()
-    }
-    rgb, alpha, depth = render_reference(**flat)
+    like = dict(device=gaussians.means.device, dtype=gaussians.means.dtype)
     return RenderOutput(
-        rgb.reshape(*out_shape, 3), alpha.reshape(*out_shape, 1), depth.reshape(*out_shape, 1), "reference"
+        rgb.reshape(*out_shape, 3).to(**like), alpha.reshape(*out_shape, 1).to(**like),
+        depth.reshape(*out_shape, 1).to(**like), "compiled",
     )
