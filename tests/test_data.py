@@ -450,3 +450,16 @@ def test_non_utf8_name_flagged_as_utf8_names_the_zip_and_member(tmp_path):
     assert err.path == str(zpath) and "UTF-8" in err.problem and "img\\xff\\xfe.png" in err.problem, err
     with pytest.raises(DatasetError, match="UTF-8"):
         ImageDataset(zpath)
+
+
+def test_label_entries_of_any_json_type_are_named(tmp_path):
+    """Found by tests/test_fuzz_data.py: an integer of 400 digits crashed the check with OverflowError."""
+    files, labels = good_files()
+    for i, (value, words) in enumerate([(10**400, "too large"), (True, "true"), (None, "null"), ("1", "string"),
+                                        ([1.0], "list"), (float("nan"), "nan")]):
+        labels[1][1] = list(LABEL)
+        labels[1][1][5] = value
+        err = _problem(write_folder(tmp_path / str(i), files, labels))
+        assert "labels[1] (img1.png): entry 5" in err.problem and words in err.problem, err
+    labels[1][1] = {"cam2world": LABEL[:16]}
+    assert "an object, not a list" in _problem(write_folder(tmp_path / "obj", files, labels)).problem

@@ -38,8 +38,8 @@ LABEL_FILE = "dataset.json"
 
 # ====================================================================== raw access (folder or zip)
 def shown(name: str) -> str:
-    """A file name as a message shows it: as it is when printable, else with escapes."""
-    return name if name.isprintable() else ascii(name)[1:-1]
+    """A file name as a message shows it: one line, each character that does not print escaped."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in name)
 
 
 def _open_zip(path: Path) -> zipfile.ZipFile:
@@ -190,7 +190,14 @@ def _number(value) -> float | None:
     try:
         return float(value)
     except OverflowError:  # an int of hundreds of digits
-        return math.copysign(math.inf, value)
+        return math.inf if value > 0 else -math.inf
+
+
+def _json_type(value) -> str:
+    """What a JSON value is, in words: "a string", "null", "true", ..."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), f"the number {value!r:.20}")
 
 
 def _label_name(index: int, name: str) -> str:
@@ -252,10 +259,17 @@ def read_labels(source: _Source) -> list[tuple[str, list[float]]]:
         if name in seen:
             raise DatasetError(where, f"labels[{i}]: {shown(name)} is listed twice")
         seen.add(name)
-        numbers = [_number(v) for v in label] if isinstance(label, list) else []
-        if len(numbers) != 25 or not all(v is not None and math.isfinite(v) for v in numbers):
-            size = len(label) if isinstance(label, list) else type(label).__name__
-            raise DatasetError(where, f"{_label_name(i, name)}: the label is not 25 finite numbers (got {size})")
+        if not isinstance(label, list):
+            raise DatasetError(where, f"{_label_name(i, name)}: the label is {_json_type(label)}, not a list of 25 numbers")
+        if len(label) != 25:
+            raise DatasetError(where, f"{_label_name(i, name)}: the label has {len(label)} values, not 25")
+        numbers = [_number(v) for v in label]
+        for k, v in enumerate(numbers):
+            if v is None or not math.isfinite(v):
+                value = _json_type(label[k]) if v is None else f"{label[k]:.4g}" if isinstance(label[k], float) else (
+                    "an integer too large for a float")
+                raise DatasetError(where, f"{_label_name(i, name)}: entry {k} of the label is {value}; "
+                                          "25 finite numbers expected")
         out.append((name, numbers))
     _check_cameras(out, where)
     return out
