@@ -74,6 +74,54 @@ def num_threads() -> int:
     return int(nb.get_num_threads())
 
 
+@nb.njit(cache=True, error_model="numpy", inline="always")
+def _cov2d(viewmat, quat, log_scale, x, y, z, fx, fy, lim_x_pos, lim_x_neg, lim_y_pos, lim_y_neg, eps2d):
+    """The EWA screen-space covariance (a, b; b, c) of one Gaussian at camera point (x, y, z), dilated by eps2d."""
+    r00, r01, r02 = viewmat[0, 0], viewmat[0, 1], viewmat[0, 2]
+    r10, r11, r12 = viewmat[1, 0], viewmat[1, 1], viewmat[1, 2]
+    r20, r21, r22 = viewmat[2, 0], viewmat[2, 1], viewmat[2, 2]
+    # Rotation of the unit quaternion, its columns scaled: M = R S.
+    qw, qx, qy, qz = np.float64(quat[0]), np.float64(quat[1]), np.float64(quat[2]), np.float64(quat[3])
+    qn = max(math.sqrt(qw * qw + qx * qx + qy * qy + qz * qz), 1e-12)
+    qw, qx, qy, qz = qw / qn, qx / qn, qy / qn, qz / qn
+    sx = math.exp(np.float64(log_scale[0]))
+    sy = math.exp(np.float64(log_scale[1]))
+    sz = math.exp(np.float64(log_scale[2]))
+    m00 = (1 - 2 * (qy * qy + qz * qz)) * sx
+    m01 = (2 * (qx * qy - qw * qz)) * sy
+    m02 = (2 * (qx * qz + qw * qy)) * sz
+    m10 = (2 * (qx * qy + qw * qz)) * sx
+    m11 = (1 - 2 * (qx * qx + qz * qz)) * sy
+    m12 = (2 * (qy * qz - qw * qx)) * sz
+    m20 = (2 * (qx * qz - qw * qy)) * sx
+    m21 = (2 * (qy * qz + qw * qx)) * sy
+    m22 = (1 - 2 * (qx * qx + qy * qy)) * sz
+    # Camera-space factor A = V M, so that Sigma_cam = V Sigma V^T = A A^T.
+    a00 = r00 * m00 + r01 * m10 + r02 * m20
+    a01 = r00 * m01 + r01 * m11 + r02 * m21
+    a02 = r00 * m02 + r01 * m12 + r02 * m22
+    a10 = r10 * m00 + r11 * m10 + r12 * m20
+    a11 = r10 * m01 + r11 * m11 + r12 * m21
+    a12 = r10 * m02 + r11 * m12 + r12 * m22
+    a20 = r20 * m00 + r21 * m10 + r22 * m20
+    a21 = r20 * m01 + r21 * m11 + r22 * m21
+    a22 = r20 * m02 + r21 * m12 + r22 * m22
+    # Perspective Jacobian at the mean, x/z and y/z clamped to the widened FOV.
+    rz = 1.0 / z
+    tx = z * min(lim_x_pos, max(-lim_x_neg, x * rz))
+    ty = z * min(lim_y_pos, max(-lim_y_neg, y * rz))
+    j00, j02 = fx * rz, -fx * tx * rz * rz
+    j11, j12 = fy * rz, -fy * ty * rz * rz
+    # U = J A (2 x 3); cov2d = U U^T, dilated by eps2d.
+    u0 = j00 * a00 + j02 * a20
+    u1 = j00 * a01 + j02 * a21
+    u2 = j00 * a02 + j02 * a22
+    v0 = j11 * a10 + j12 * a20
+    v1 = j11 * a11 + j12 * a21
+    v2 = j11 * a12 + j12 * a22
+    return (u0 * u0 + u1 * u1 + u2 * u2 + eps2d, u0 * v0 + u1 * v1 + u2 * v2, v0 * v0 + v1 * v1 + v2 * v2 + eps2d)
+
+
 @nb.njit(parallel=True, cache=True, error_model="numpy")
 def _project(means, log_scales, quats, opacity_logits, sh_dc, viewmat, K, width, height, near, far,
              eps2d, records, depths, drawn):
@@ -105,49 +153,9 @@ def _project(means, log_scales, quats, opacity_logits, sh_dc, viewmat, K, width,
         op = 1.0 / (1.0 + math.exp(-np.float64(opacity_logits[i])))
         if not (op >= ALPHA_THRESHOLD):
             continue
-        # Rotation of the unit quaternion, its columns scaled: M = R S.
-        qw, qx, qy, qz = (np.float64(quats[i, 0]), np.float64(quats[i, 1]),
-                          np.float64(quats[i, 2]), np.float64(quats[i, 3]))
-        qn = max(math.sqrt(qw * qw + qx * qx + qy * qy + qz * qz), 1e-12)
-        qw, qx, qy, qz = qw / qn, qx / qn, qy / qn, qz / qn
-        sx = math.exp(np.float64(log_scales[i, 0]))
-        sy = math.exp(np.float64(log_scales[i, 1]))
-        sz = math.exp(np.float64(log_scales[i, 2]))
-        m00 = (1 - 2 * (qy * qy + qz * qz)) * sx
-        m01 = (2 * (qx * qy - qw * qz)) * sy
-        m02 = (2 * (qx * qz + qw * qy)) * sz
-        m10 = (2 * (qx * qy + qw * qz)) * sx
-        m11 = (1 - 2 * (qx * qx + qz * qz)) * sy
-        m12 = (2 * (qy * qz - qw * qx)) * sz
-        m20 = (2 * (qx * qz - qw * qy)) * sx
-        m21 = (2 * (qy * qz + qw * qx)) * sy
-        m22 = (1 - 2 * (qx * qx + qy * qy)) * sz
-        # Camera-space factor A = V M, so that Sigma_cam = V Sigma V^T = A A^T.
-        a00 = r00 * m00 + r01 * m10 + r02 * m20
-        a01 = r00 * m01 + r01 * m11 + r02 * m21
-        a02 = r00 * m02 + r01 * m12 + r02 * m22
-        a10 = r10 * m00 + r11 * m10 + r12 * m20
-        a11 = r10 * m01 + r11 * m11 + r12 * m21
-        a12 = r10 * m02 + r11 * m12 + r12 * m22
-        a20 = r20 * m00 + r21 * m10 + r22 * m20
-        a21 = r20 * m01 + r21 * m11 + r22 * m21
-        a22 = r20 * m02 + r21 * m12 + r22 * m22
-        # Perspective Jacobian at the mean, x/z and y/z clamped to the widened FOV.
+        a, b, c = _cov2d(viewmat, quats[i], log_scales[i], x, y, z, fx, fy, lim_x_pos, lim_x_neg,
+                         lim_y_pos, lim_y_neg, eps2d)
         rz = 1.0 / z
-        tx = z * min(lim_x_pos, max(-lim_x_neg, x * rz))
-        ty = z * min(lim_y_pos, max(-lim_y_neg, y * rz))
-        j00, j02 = fx * rz, -fx * tx * rz * rz
-        j11, j12 = fy * rz, -fy * ty * rz * rz
-        # U = J A (2 x 3); cov2d = U U^T, dilated by eps2d.
-        u0 = j00 * a00 + j02 * a20
-        u1 = j00 * a01 + j02 * a21
-        u2 = j00 * a02 + j02 * a22
-        v0 = j11 * a10 + j12 * a20
-        v1 = j11 * a11 + j12 * a21
-        v2 = j11 * a12 + j12 * a22
-        a = u0 * u0 + u1 * u1 + u2 * u2 + eps2d
-        b = u0 * v0 + u1 * v1 + u2 * v2
-        c = v0 * v0 + v1 * v1 + v2 * v2 + eps2d
         det = a * c - b * b
         if not (det > 0):
             continue
