@@ -222,7 +222,7 @@ def test_version_1_file_loads_as_the_same_generator(tmp_path, saved, generator):
 
 def test_every_linear_layer_of_the_synthesis_network_is_equalised(generator):
     """Adam's step is about lr per weight whatever the weight's scale; plain nn.Linear layers next to
-    EqualLinear ones would learn at sqrt(fan_in) times the rate (the run 2 collapse of the fine levels)."""
+    EqualLinear ones would learn at sqrt(fan_in) times the rate, enough to wreck the fine levels."""
     from torch import nn
 
     plain = [name for name, m in generator.named_modules() if isinstance(m, nn.Linear)]

@@ -46,8 +46,8 @@ def test_demo_checkpoint_draws_a_head_at_every_level():
         rgb, alpha = out.rgb[0], out.alpha[0, ..., 0]
         assert torch.isfinite(rgb).all()
         covered = float((alpha > 0.5).float().mean())
-        # A head fills about half of the dataset's frames: run 4 at 1,048 kimg covers 41-49% over levels
-        # and seeds 0-3, an untrained generator 5-11%. That is the check that tells them apart; the
-        # colour check below only catches a head gone grey or black (run 4: colour std 0.087-0.145).
+        # A head fills about half of the dataset's frames: a trained generator covers about 40-50% at every
+        # level, an untrained one 5-11%. That is the check that tells them apart; the colour check below
+        # only catches a head gone grey or black (trained heads have a colour std of about 0.09-0.15).
         assert 0.2 < covered < 0.65, f"level {level}: the head covers {covered:.0%} of the image"
         assert float(rgb[alpha > 0.5].std()) > 0.05, f"level {level}: the head is almost one flat colour"

@@ -20,9 +20,8 @@ class EqualLinear(nn.Module):
     GSGAN's code. The runtime gain lr_mul/sqrt(in) keeps Adam's step the same size relative to every
     layer's weights. Adam moves a weight by about lr per step whatever its scale, so a plain
     nn.Linear, whose weights are ~1/sqrt(in), learns sqrt(in) times faster, and heads scaled by 0.1
-    ten times faster again. (In the demo's runs 2 and 3 that sent the fine levels' colours to 1e4-1e7
-    and their opacities to 0.) lr_mul = 0.01 makes the mapping network learn 100x slower, as in the
-    reference. `weight_init` scales the initial weights (0: a zero-initialised layer, a layerscale).
+    ten times faster again, enough to send the fine levels' colours to 1e4-1e7 and their opacities to
+    0. lr_mul = 0.01 makes the mapping network learn 100x slower, as in the reference. `weight_init` scales the initial weights (0: a zero-initialised layer, a layerscale).
     """
 
     def __init__(
