@@ -17,18 +17,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, event, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from gsgan_core.data.dataset import RIGID_TOLERANCE, ImageDataset, check_dataset
+from gsgan_core.errors import DatasetError
 
-from gsgan_core.data.dataset import RIGID_TOLERANCE, ImageDataset, check_dataset  # noqa: E402
-from gsgan_core.errors import DatasetError  # noqa: E402
 
 def fast(examples: int) -> settings:
     """A few seconds a test; no example database written into the working tree."""
     return settings(max_examples=examples, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
 SIZE = 8  # pixels: small images keep every case fast
 
 IDENTITY = [float(v) for v in np.eye(4).reshape(-1)] + [4.2647, 0.0, 0.5, 0.0, 4.2647, 0.5, 0.0, 0.0, 1.0]
@@ -247,10 +248,12 @@ def images(draw) -> bytes:
     channels = len(Image.new(mode, (1, 1)).getbands())
     rng = np.random.default_rng(seed)
     if mode in ("I", "I;16", "F"):
-        array = rng.integers(0, 65536, (height, width)).astype({"I": np.int32, "I;16": np.uint16, "F": np.float32}[mode])
+        dtype = {"I": np.int32, "I;16": np.uint16, "F": np.float32}[mode]
+        array = rng.integers(0, 65536, (height, width)).astype(dtype)
         image = Image.fromarray(array, mode=mode) if mode != "I;16" else Image.fromarray(array)
     else:
-        image = Image.frombytes(mode, (width, height), rng.integers(0, 256, width * height * channels, np.uint8).tobytes())
+        pixels = rng.integers(0, 256, width * height * channels, np.uint8).tobytes()
+        image = Image.frombytes(mode, (width, height), pixels)
     options = {}
     if mode == "P" and draw(st.booleans()):
         options["transparency"] = draw(st.integers(0, 255))
@@ -283,8 +286,9 @@ def test_any_image_is_converted_or_refused(data):
 
 # ====================================================================== zip archives: members, names, damage
 COMPRESSIONS = [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA]
-NAMES = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), min_size=1, max_size=10) | st.sampled_from(
-    ["a.png", "sub/a.png", "./a.png", "/a.png", "../a.png", "a.png/", "dataset.json", "a b.png", "é.png", "a\nb.png"])
+NAMES = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), min_size=1, max_size=10) \
+    | st.sampled_from(["a.png", "sub/a.png", "./a.png", "/a.png", "../a.png", "a.png/", "dataset.json", "a b.png",
+                       "é.png", "a\nb.png"])
 
 
 @st.composite
@@ -359,7 +363,7 @@ def test_any_folder_is_checked_or_refused(case):
         outcome(root)
 
 
-def test_refused_cases_happen_for_every_reason():
+def test_harness_loads_a_good_dataset_and_refuses_a_bad_one():
     """Sanity check of the harness itself: a valid dataset loads; a broken label is refused."""
     with tempfile.TemporaryDirectory() as tmp:
         ok = folder_dataset(Path(tmp) / "ok", {"a.png": png()}, dumps({"labels": [["a.png", IDENTITY]]}))

@@ -150,7 +150,8 @@ def _rgb_or_rgba(image, where: str) -> np.ndarray:  # PIL image -> uint8 [H, W, 
         try:
             image = image.convert(target)
         except (ValueError, OSError) as err:
-            raise DatasetError(where, f"has colour mode {mode}, which cannot be converted to {target} ({err})") from None
+            raise DatasetError(where, f"has colour mode {mode}, which cannot be converted to {target} ({err})") \
+                from None
     return np.asarray(image)
 
 
@@ -224,7 +225,8 @@ def _camera_problem(label: np.ndarray) -> str | None:
         return (f"cam2world is not a rigid transform: its rotation is scaled or sheared (R^T R differs from I "
                 f"by {deviation:.3g}; at most {RIGID_TOLERANCE:g} allowed)")
     if not abs(det - 1) <= RIGID_TOLERANCE:
-        return f"cam2world is not a rigid transform: its rotation has det {det:.4g} (a mirror image); a rotation has det +1"
+        return (f"cam2world is not a rigid transform: its rotation has det {det:.4g} (a mirror image); "
+                "a rotation has det +1")
     fx, fy = K[0, 0], K[1, 1]
     if not (fx > 0 and fy > 0):
         return f"focal lengths fx = {fx:g}, fy = {fy:g} (entries 16 and 20); both must be positive"
@@ -260,7 +262,8 @@ def read_labels(source: _Source) -> list[tuple[str, list[float]]]:
             raise DatasetError(where, f"labels[{i}]: {shown(name)} is listed twice")
         seen.add(name)
         if not isinstance(label, list):
-            raise DatasetError(where, f"{_label_name(i, name)}: the label is {_json_type(label)}, not a list of 25 numbers")
+            raise DatasetError(where, f"{_label_name(i, name)}: the label is {_json_type(label)}, "
+                                      "not a list of 25 numbers")
         if len(label) != 25:
             raise DatasetError(where, f"{_label_name(i, name)}: the label has {len(label)} values, not 25")
         numbers = [_number(v) for v in label]
@@ -320,9 +323,12 @@ def _image_shape(job: tuple[_Source, str]) -> tuple[int, int, int] | tuple[str, 
 def check_dataset(path: str | os.PathLike, progress: bool = False, processes: int | None = None) -> DatasetInfo:
     """Opens dataset.json and every image; raises DatasetError naming the first bad file.
 
-    Checks: dataset.json present and well-formed, each label 25 finite numbers, each image present
-    and decodable, all images square and of one size, and at least one image. Images are decoded
-    by `processes` worker processes (None: every core; small datasets: this process).
+    Checks: dataset.json present and well-formed, each label 25 numbers finite as float32 that
+    describe a camera (a rigid cam2world, positive focal lengths), each image present, readable
+    from the archive and decodable as RGB(A), all images square and of one size, and at least one
+    image. Every problem is one DatasetError naming the file (for a zip "archive:member"), and
+    for a label its index and image. Images are decoded by `processes` worker processes (None:
+    every core; small datasets: this process).
     """
     from multiprocessing import get_context
 
