@@ -202,3 +202,69 @@ def test_fake_and_real_images_match_generate_images_and_the_dataset(tmp_path):
         direct, _ = generate_images(G, z_from_seeds([5, 6, 7], G.config.z_dim), labels, labels[:, None],
                                     torch.ones(3, 1, 3), 16, "reference")
     assert fakes.shape == (3, 3, 16, 16) and torch.allclose(fakes, direct, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- flags, notes and warnings
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("metrics")
+    data = folder / "heads.zip"
+    make_heads_dataset(data, 8, 16, seed=0, processes=1, progress=False)
+    torch.manual_seed(0)
+    ckpt = folder / "g.safetensors"
+    save_checkpoint(ckpt, Generator(preset("tiny", image_resolution=16)), dataset={"name": "heads", "resolution": 16})
+    other = folder / "g32.safetensors"
+    save_checkpoint(other, Generator(preset("tiny", image_resolution=32)), dataset={"name": "heads", "resolution": 32})
+    return str(ckpt), str(data), str(other)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--num", "0"], "--num must be at least 1, got 0"),
+    (["--num", "-5"], "--num must be at least 1, got -5"),
+    (["--seed", "-1"], "--seed must be in [0, 4294967295], got -1"),
+    (["--metrics", ","], "--metrics names no metric; known: swd, fid, levels"),
+])
+def test_bad_flags_give_one_line_before_any_work(small_run, flags, message, capsys):
+    ckpt, data, _ = small_run
+    assert metrics_main(["--network", ckpt, "--data", data, *flags]) == 1
+    err = capsys.readouterr().err
+    assert err == f"gsgan-metrics: error: {message}\n"
+
+
+def test_a_reduced_num_says_why_and_progress_and_warnings_are_shown(small_run, capsys):
+    ckpt, data, other = small_run
+    assert metrics_main(["--network", ckpt, "--data", data, "--num", "64", "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    assert result["num"] == 4
+    assert f"--num 64 reduced to 4 for {data}: it has 8 images, and the real-vs-real floor needs two disjoint sets" \
+        in captured.err
+    for bar in ("real images (set A)", "generated images", "SWD"):  # the slow parts show progress
+        assert bar in captured.err
+    assert "4/4" in captured.err
+    too_few = [w for w in result["warnings"] if "too few for SWD" in w]
+    assert len(too_few) == 1 and f"warning: {too_few[0]}" in captured.err
+    assert not any("px" in w for w in result["warnings"])
+    # a checkpoint made for 32 px measured on a 16 px dataset: said, and the reals are resized
+    assert metrics_main(["--network", other, "--data", data, "--num", "4", "--json"]) == 0
+    captured = capsys.readouterr()
+    result = json.loads(captured.out)
+    mismatch = [w for w in result["warnings"] if "trained at 32 px" in w and "is 16 px" in w]
+    assert len(mismatch) == 1 and mismatch[0] in captured.err and result["resolution"] == 32
+
+
+def test_an_swd_below_its_real_floor_is_flagged(small_run, capsys, monkeypatch):
+    import gsgan_core.metrics.swd as swd_module
+
+    ckpt, data, _ = small_run
+    real = swd_module.sliced_wasserstein
+    calls = []
+
+    def fake_swd(a, b, **kwargs):  # the generator's SWD first, then the floor: make the first the lower
+        calls.append(1)
+        out = real(a, b, **kwargs)
+        return {**out, "mean": out["mean"] * (0.01 if len(calls) % 2 else 100)}
+
+    monkeypatch.setattr(swd_module, "sliced_wasserstein", fake_swd)
+    assert metrics_main(["--network", ckpt, "--data", data, "--num", "4"]) == 0
+    assert "is at or below its own real-vs-real floor" in capsys.readouterr().err
