@@ -1,5 +1,6 @@
 """Command-line values that several console scripts read, each read in one place: the device,
-lists of integers (seeds, levels) and frame resolutions. Each raises ConfigError naming what is
+lists of integers (seeds, levels), frame resolutions, and every numeric flag's range (`parse_number`;
+NaN and infinities never pass). Each raises ConfigError naming what is
 wrong; `gsgan_core.cli.console` turns that into a one-line message and exit status 1.
 
 Choices (trajectories, render modes) come from the constants in `gsgan_core.view.state`, which
@@ -9,6 +10,7 @@ the GUI's widgets read as well.
 from __future__ import annotations
 
 import argparse
+import math
 from typing import TYPE_CHECKING
 
 from gsgan_core.errors import ConfigError
@@ -17,6 +19,11 @@ if TYPE_CHECKING:
     import torch
 
 MAX_LIST = 10_000  # more seeds than this in one command is a typo, not a plan
+MAX_SEED = 2**32 - 1
+# Ranges of the numeric flags shared by gsgan-render, gsgan-export and gsgan-metrics.
+PSI_RANGE = (-1.0, 2.0)  # truncation: 1 = none, 0 = the average w; outside [0, 1] extrapolates
+PITCH_LIMIT = math.radians(89)  # turntable elevation, radians: at +-90 degrees the camera's "up" is undefined
+FPS_RANGE = (0.0, 1000.0)  # (exclusive, inclusive]
 DEVICE_HELP = "cuda, cpu or auto (default: cuda when available)"
 
 
@@ -55,8 +62,8 @@ def parse_int_list(text: str, what: str) -> list[int]:
         values.extend(range(lo, hi + 1))
     if not values:
         raise ConfigError(f"no {what} given")
-    if any(v < 0 or v >= 2**32 for v in values):
-        raise ConfigError(f"{what} must be in 0..{2**32 - 1}, got {text!r}")
+    if any(v < 0 or v > MAX_SEED for v in values):
+        raise ConfigError(f"{what} must be in 0..{MAX_SEED}, got {text!r}")
     return values
 
 
@@ -76,3 +83,46 @@ def parse_colour(text: str, flag: str = "--background") -> tuple[float, float, f
     if len(values) != 3 or not all(0 <= v <= 1 for v in values):
         raise ConfigError(f"{flag} must be three numbers in [0, 1] like 1,1,1, got {text!r}")
     return values  # type: ignore[return-value]
+
+
+def parse_number(value, flag: str, low: float | None = None, high: float | None = None, *,
+                 low_open: bool = False, integer: bool = False) -> float | int:
+    """`value` as a finite number in [low, high] (or (low, high] with `low_open`); with `integer`, a whole
+    number. ConfigError naming `flag` otherwise: NaN and infinities are refused, whatever the range."""
+    if integer and isinstance(value, int) and not isinstance(value, bool):
+        result = value
+    else:
+        try:
+            result = float(value)
+        except (TypeError, ValueError, OverflowError):
+            result = math.nan
+        if not math.isfinite(result) or (integer and result != int(result)):
+            raise ConfigError(f"{flag} must be {'a whole' if integer else 'a finite'} number, got {_shown(value)}")
+        result = int(result) if integer else result
+    below = low is not None and (result <= low if low_open else result < low)
+    if below or (high is not None and result > high):
+        if low is not None and high is not None:
+            wanted = f"in {'(' if low_open else '['}{_plain(low)}, {_plain(high)}]"
+        elif low is not None:
+            wanted = f"{'above' if low_open else 'at least'} {_plain(low)}"
+        else:
+            wanted = f"at most {_plain(high)}"
+        raise ConfigError(f"{flag} must be {wanted}, got {_shown(value)}")
+    return result
+
+
+def _shown(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _plain(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def parse_psi(value: float, flag: str = "--psi") -> float:
+    return parse_number(value, flag, *PSI_RANGE)
+
+
+def parse_seed(value: int, flag: str = "--seed") -> int:
+    return parse_number(value, flag, 0, MAX_SEED, integer=True)
