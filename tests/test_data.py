@@ -403,7 +403,13 @@ def test_unconvertible_image_mode_is_refused_by_name(tmp_path):
 
     floats = Image.fromarray(np.full((16, 16), 0.5, np.float32))  # mode F, saved as TIFF
     err = _problem(write_folder(tmp_path / "ds", {"a.png": _pil_bytes(floats, "TIFF")}, [["a.png", LABEL]]))
-    assert err.path.endswith("a.png") and "mode" in err.problem
+    assert err.path.endswith("a.png") and "mode F" in err.problem
+    lab = Image.new("LAB", (16, 16), (50, 10, 20))  # its "A" band is a colour, not alpha
+    err = _problem(write_folder(tmp_path / "lab", {"a.png": _pil_bytes(lab, "TIFF")}, [["a.png", LABEL]]))
+    assert err.path.endswith("a.png") and "mode LAB" in err.problem
+    ppm = _pil_bytes(Image.new("RGB", (16, 16)), "PPM")
+    err = _problem(write_folder(tmp_path / "ppm", {"a.png": ppm}, [["a.png", LABEL]]))
+    assert err.path.endswith("a.png") and "PPM" in err.problem
 
 
 # ---------------------------------------------------------------------------------- broken zips

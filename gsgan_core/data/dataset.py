@@ -127,6 +127,8 @@ def _open_source(path: str | os.PathLike) -> _Source:
 # Raster formats read; others (EPS, PDF, ...) are refused before Pillow decodes them.
 IMAGE_FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "BMP", "GIF", "TIFF")
 _GRAY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+_ALPHA_MODES = ("RGBA", "RGBa", "LA", "La", "PA")
+_REFUSED_MODES = {"F": "floating-point pixels", "LAB": "CIELAB colours, which Pillow does not convert to RGB"}
 
 
 def _rgb_or_rgba(image, where: str) -> np.ndarray:  # PIL image -> uint8 [H, W, 3 or 4]
@@ -142,9 +144,10 @@ def _rgb_or_rgba(image, where: str) -> np.ndarray:  # PIL image -> uint8 [H, W, 
         if isinstance(transparency, int):
             channels.append(np.where(gray == transparency, 0, 255).astype(np.uint8))
         return np.stack(channels, axis=2)
-    if mode == "F":
-        raise DatasetError(where, "has colour mode F (floating-point pixels); an 8-bit RGB or RGBA image expected")
-    alpha = transparency is not None or "A" in image.getbands() or "a" in image.getbands()
+    if mode in _REFUSED_MODES:
+        raise DatasetError(where, f"has colour mode {mode} ({_REFUSED_MODES[mode]}); convert it to 8-bit RGB or RGBA")
+    palette_alpha = mode == "P" and image.palette is not None and image.palette.mode.endswith("A")
+    alpha = mode in _ALPHA_MODES or transparency is not None or palette_alpha
     target = "RGBA" if alpha else "RGB"
     if mode != target:  # L, LA, 1, P, PA, CMYK, YCbCr, RGBa, La, ...
         try:
