@@ -20,6 +20,9 @@ class PathError(GsganError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self):  # pickled across processes (DataLoader workers) with both arguments
+        return type(self), (self.path, self.problem)
+
 
 class CheckpointError(PathError):
     """A checkpoint file cannot be read or does not describe a valid generator."""

@@ -470,3 +470,13 @@ def test_label_entries_of_any_json_type_are_named(tmp_path):
         assert "labels[1] (img1.png): entry 5" in err.problem and words in err.problem, err
     labels[1][1] = {"cam2world": LABEL[:16]}
     assert "an object, not a list" in _problem(write_folder(tmp_path / "obj", files, labels)).problem
+
+
+def test_dataset_errors_cross_process_boundaries_whole():
+    """A DataLoader worker's DatasetError reaches the main process as itself (path and problem kept)."""
+    import pickle
+
+    from gsgan_core.errors import DatasetError
+
+    error = pickle.loads(pickle.dumps(DatasetError("heads.zip", "img1.png: bad CRC")))
+    assert isinstance(error, DatasetError) and error.path == "heads.zip" and str(error) == "heads.zip: img1.png: bad CRC"
