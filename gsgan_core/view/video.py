@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from pathlib import Path
 
 import imageio.v2 as imageio_v2
@@ -17,6 +16,7 @@ import imageio.v3 as iio
 import numpy as np
 
 from gsgan_core.errors import OutputError
+from gsgan_core.io.atomic import discard, publish, temporary_beside
 
 __all__ = ["VIDEO_SUFFIXES", "FrameWriter", "OutputError", "check_output", "count_frames", "numbered_png"]
 
@@ -39,9 +39,7 @@ def check_output(path: str | os.PathLike, suffixes: tuple[str, ...]) -> Path:
     except OSError as err:
         raise OutputError(path, f"cannot create the folder {folder}: {err.strerror or err}") from None
     try:  # the only honest test of writability (root ignores permission bits; read-only mounts do not)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
-        os.close(fd)
-        os.unlink(probe)
+        discard(temporary_beside(path, suffix=".probe"))
     except OSError as err:
         raise OutputError(path, f"the folder {folder} is not writable: {err.strerror or err}") from None
     return path
@@ -52,10 +50,8 @@ def numbered_png(path: Path, index: int) -> Path:
     return path.with_name(f"{path.stem}_{index:04d}{path.suffix}")
 
 
-def _temporary(path: Path, suffix: str) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
+def _temporary(path: Path, suffix: str) -> Path:  # ".STEM.XXXXXXXX.tmp.mp4" beside `path`
+    return temporary_beside(path, suffix=f".tmp{suffix}", stem=path.stem)
 
 
 class FrameWriter:
@@ -121,7 +117,7 @@ class FrameWriter:
             self._temps = [(tmp, self.path if single else numbered_png(self.path, i)) for i, (tmp, _) in enumerate(self._temps)]
         written = []
         for tmp, final in self._temps:
-            os.replace(tmp, final)
+            publish(tmp, final)  # the umask's mode (0644 under umask 022), not mkstemp's 0600
             written.append(final)
         self._temps = []
         self._done = True
@@ -134,8 +130,7 @@ class FrameWriter:
                 self._ffmpeg.close()
             self._ffmpeg = None
         for tmp, _ in self._temps:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
+            discard(tmp)
         self._temps, self._gif_frames = [], []
         self._done = True
 
