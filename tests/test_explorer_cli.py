@@ -2,8 +2,12 @@
 CLI layer: one error-to-exit wrapper, shared argument readers, imports that only point down."""
 
 import ast
+import os
+import signal
+import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import imageio.v3 as iio
@@ -13,7 +17,7 @@ import pytest
 from conftest import random_generator
 from gsgan_core import arguments, cli
 from gsgan_core.cli import export_main, render_main
-from gsgan_core.errors import ConfigError, GsganError
+from gsgan_core.errors import CheckpointError, ConfigError, GsganError
 from gsgan_core.io.checkpoint import save_checkpoint
 from gsgan_core.io.ply import read_ply
 from gsgan_core.models.config import preset
@@ -71,13 +75,15 @@ def test_export_ply_with_level_selection(checkpoint, tmp_path):
 @pytest.mark.parametrize(
     "command, args, message",
     [
-        (render_main, ["{missing}", "--out", "{tmp}/a.mp4"], "missing.safetensors: no such file"),
+        (render_main, ["{missing}", "--out", "{tmp}/a.mp4"], "missing.safetensors: file not found"),
+        (render_main, ["{tmp}", "--out", "{tmp}/a.mp4"], ": is a folder, not a generator file"),
         (render_main, ["{ckpt}", "--seeds", "5-2", "--out", "{tmp}/a.mp4"], "bad seed range '5-2'"),
         (render_main, ["{ckpt}", "--seeds", "x", "--out", "{tmp}/a.mp4"], "bad seed 'x'"),
         (render_main, ["{ckpt}", "--out", "{tmp}/blocker/a.mp4"], "is a file, not a folder"),
         (render_main, ["{ckpt}", "--out", "{tmp}/a.avi"], "unsupported file type"),
         (render_main, ["{ckpt}", "--trajectory", "interp", "--out", "{tmp}/a.mp4"], "needs at least two seeds"),
-        (export_main, ["{missing}", "--out", "{tmp}/a.ply"], "missing.safetensors: no such file"),
+        (export_main, ["{missing}", "--out", "{tmp}/a.ply"], "missing.safetensors: file not found"),
+        (export_main, ["{tmp}", "--out", "{tmp}/a.ply"], ": is a folder, not a generator file"),
         (export_main, ["{ckpt}", "--levels", "0-9", "--out", "{tmp}/a.ply"], "has levels 0..3"),
         (export_main, ["{ckpt}", "--out", "{tmp}/blocker/a.ply"], "is a file, not a folder"),
         (export_main, ["{corrupt}", "--out", "{tmp}/a.ply"], "corrupt.safetensors"),
@@ -92,6 +98,22 @@ def test_bad_arguments_give_clear_errors(command, args, message, checkpoint, tmp
     err = capsys.readouterr().err
     assert message in err and "error:" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before, "a failed command writes nothing"
+
+
+def test_cli_and_library_say_the_same_about_a_folder_or_a_missing_file(tmp_path, capsys):
+    from gsgan_core.io.checkpoint import load_checkpoint
+    from gsgan_core.io.open import load_generator
+
+    for path in (tmp_path, tmp_path / "missing.safetensors"):
+        said = set()
+        for load in (load_checkpoint, load_generator):
+            with pytest.raises(CheckpointError) as caught:
+                load(path)
+            said.add(str(caught.value))
+        assert len(said) == 1, said
+        for prog, main in (("gsgan-render", render_main), ("gsgan-export", export_main)):
+            assert main([str(path), "--out", str(tmp_path / ("a.mp4" if prog == "gsgan-render" else "a.ply"))]) == 1
+            assert capsys.readouterr().err == f"{prog}: error: {next(iter(said))}\n"
 
 
 def test_console_turns_library_errors_into_one_line_and_status_1(capsys):
@@ -132,3 +154,89 @@ def test_the_core_never_imports_the_app():
     headless = [str(p.relative_to(ROOT)) for p in (ROOT / "gsgan_core").rglob("*.py")
                 if any(m.split(".")[0] == "dearpygui" for m in _imported_modules(p))]
     assert headless == []
+
+
+# ----------------------------------------------------------------------------- numeric flags
+@pytest.mark.parametrize("command, flags, message", [
+    (export_main, ["--psi", "nan"], "--psi must be a finite number, got nan"),
+    (export_main, ["--psi", "inf"], "--psi must be a finite number, got inf"),
+    (export_main, ["--psi", "7"], "--psi must be in [-1, 2], got 7.0"),
+    (export_main, ["--seed", "-1"], "--seed must be in [0, 4294967295], got -1"),
+    (render_main, ["--psi=-inf"], "--psi must be a finite number, got -inf"),
+    (render_main, ["--fps", "nan"], "--fps must be a finite number, got nan"),
+    (render_main, ["--fps", "0"], "--fps must be in (0, 1000], got 0.0"),
+    (render_main, ["--fps", "1e9"], "--fps must be in (0, 1000], got 1000000000.0"),
+    (render_main, ["--pitch", "nan"], "--pitch must be a finite number, got nan"),
+    (render_main, ["--pitch", "3"], "--pitch must be in [-1.55334, 1.55334], got 3.0"),
+])
+def test_numeric_flags_are_finite_and_in_range(command, flags, message, checkpoint, tmp_path, capsys):
+    out = tmp_path / ("a.ply" if command is export_main else "a.png")
+    assert command([checkpoint, *flags, "--out", str(out)]) == 1
+    assert capsys.readouterr().err == f"gsgan-{'export' if command is export_main else 'render'}: error: {message}\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- output modes
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_outputs_follow_the_umask(checkpoint, tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        for name in ("still.png", "turn.gif", "turn.mp4"):
+            assert render_main([checkpoint, "--frames", "2" if name != "still.png" else "1", "--resolution", "16",
+                                "--out", str(tmp_path / name)]) == 0
+        assert render_main([checkpoint, "--frames", "2", "--resolution", "16", "--out", str(tmp_path / "n.png")]) == 0
+        assert export_main([checkpoint, "--out", str(tmp_path / "head.ply")]) == 0
+    finally:
+        os.umask(old)
+    modes = {p.name: oct(stat.S_IMODE(p.stat().st_mode)) for p in tmp_path.iterdir()}
+    assert modes == {name: oct(mode) for name in ("still.png", "turn.gif", "turn.mp4", "n_0000.png", "n_0001.png",
+                                                  "head.ply")}
+
+
+# ----------------------------------------------------------------------------- stopped by a signal
+def _hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def _stop_while_writing(args, folder, signum, script=None):
+    """Starts a command in a subprocess, waits until its temporary file exists, sends `signum`."""
+    script = script or "import sys; from gsgan_core.cli import render_main; sys.exit(render_main())"
+    proc = subprocess.Popen([sys.executable, "-c", script, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    before = _hidden(folder)
+    try:
+        deadline = time.monotonic() + 120
+        while not [n for n in _hidden(folder) if ".tmp" in n and n not in before]:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no temporary file appeared"
+            time.sleep(0.02)
+        time.sleep(0.2)  # well inside the write
+        proc.send_signal(signum)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("name", ["turn.mp4", "frames.png"])
+def test_render_stopped_by_a_signal_leaves_no_temporary_files(checkpoint, tmp_path, signum, name):
+    (tmp_path / ".turn.keep.tmp.mp4").write_text("someone else's, and not this run's")
+    code, err = _stop_while_writing([checkpoint, "--frames", "400", "--resolution", "32", "--out",
+                                     str(tmp_path / name)], tmp_path, signum)
+    assert code == 128 + signum, err
+    assert f"stopped by {signal.Signals(signum).name}" in err and "Traceback" not in err
+    assert _hidden(tmp_path) == [".turn.keep.tmp.mp4"]  # only its own temporaries are removed
+    assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")], "nothing half-written is left"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_export_stopped_by_a_signal_leaves_no_temporary_file(checkpoint, tmp_path, signum):
+    slow_write = ("import sys, time; import gsgan_core.io.ply as ply; header = ply._header\n"
+                  "ply._header = lambda records: (time.sleep(30), header(records))[1]\n"
+                  "from gsgan_core.cli import export_main; sys.exit(export_main())")
+    code, err = _stop_while_writing([checkpoint, "--out", str(tmp_path / "head.ply")], tmp_path, signum,
+                                    script=slow_write)
+    assert code == 128 + signum, err
+    assert list(tmp_path.iterdir()) == []

@@ -114,7 +114,7 @@ def _read_header(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise CheckpointError(path, "file not found")
     if path.is_dir():
-        raise CheckpointError(path, "is a folder, not a checkpoint file")
+        raise CheckpointError(path, "is a folder, not a generator file")  # as io.open says
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)

@@ -12,8 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from gsgan_core.arguments import add_device, parse_colour, parse_device, parse_int_list, parse_resolution
+from gsgan_core.arguments import (FPS_RANGE, PITCH_LIMIT, add_device, parse_colour, parse_device, parse_int_list,
+                                  parse_number, parse_psi, parse_resolution, parse_seed)
 from gsgan_core.errors import CheckpointError, ConfigError, OutputError
+from gsgan_core.io.atomic import removing_temporaries_on_signals
 from gsgan_core.io.open import import_note
 
 from .state import RENDER_MODES, TRAJECTORIES, ExplorerState, LatentState, RenderSettings
@@ -25,8 +27,13 @@ def _open_engine(checkpoint: str, device: str, prog: str):
     """The interactive engine on `device` with `checkpoint` loaded; the import note on stderr."""
     from .engine import interactive_engine
 
-    if not Path(checkpoint).is_file():
-        raise CheckpointError(checkpoint, "no such file")
+    path = Path(checkpoint)
+    if path.is_dir() or not path.exists():  # checked before the engine starts, in the library's words
+        from gsgan_core.io.open import load_generator
+
+        load_generator(path)  # raises CheckpointError: "file not found" or "is a folder, ..."
+    if not path.is_file():
+        raise CheckpointError(path, "is not a regular file")
     engine = interactive_engine(parse_device(device))
     note = import_note(engine.load(checkpoint))
     if note:
@@ -45,10 +52,11 @@ def render_parser() -> argparse.ArgumentParser:
     p.add_argument("--trajectory", default="turntable", choices=TRAJECTORIES,
                    help="turntable: 360 degrees of yaw; wobble: EG3D yaw/pitch swing; interp: W-space path through the seeds")
     p.add_argument("--frames", type=int, default=120)
-    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--fps", type=float, default=30.0, help="frames per second, in (0, 1000]")
     p.add_argument("--resolution", type=int, default=512)
-    p.add_argument("--psi", type=float, default=0.7, help="truncation (1 = none)")
-    p.add_argument("--pitch", type=float, default=None, help="turntable elevation in radians (default: the checkpoint's)")
+    p.add_argument("--psi", type=float, default=0.7, help="truncation (1 = none, 0 = the average; -1..2)")
+    p.add_argument("--pitch", type=float, default=None,
+                   help="turntable elevation in radians, within +-1.55 (89 degrees) (default: the checkpoint's)")
     p.add_argument("--mode", default="rgb", choices=RENDER_MODES)
     p.add_argument("--background", default="1,1,1", help="r,g,b in [0, 1] (default white)")
     p.add_argument("--grid", action="store_true", help="all seeds side by side in one video")
@@ -58,14 +66,19 @@ def render_parser() -> argparse.ArgumentParser:
 
 
 def render_command(argv: list[str] | None = None) -> int:
+    args = render_parser().parse_args(argv)
+    seeds = parse_int_list(args.seeds, "seed")
+    _check_render_args(args, seeds)
+    with removing_temporaries_on_signals("gsgan-render"):  # SIGTERM/SIGINT: stop, leave no temporaries
+        return _render(args, seeds)
+
+
+def _render(args, seeds: list[int]) -> int:
     from tqdm import tqdm
 
     from .recording import record
     from .video import VIDEO_SUFFIXES, check_output
 
-    args = render_parser().parse_args(argv)
-    seeds = parse_int_list(args.seeds, "seed")
-    _check_render_args(args, seeds)
     out = check_output(args.out, VIDEO_SUFFIXES)  # fail before the slow parts
     engine = _open_engine(args.checkpoint, args.device, "gsgan-render")
     base = ExplorerState(
@@ -85,8 +98,10 @@ def render_command(argv: list[str] | None = None) -> int:
 def _check_render_args(args, seeds: list[int]) -> None:
     if args.frames < 1:
         raise ConfigError(f"--frames must be at least 1, got {args.frames}")
-    if args.fps <= 0:
-        raise ConfigError(f"--fps must be positive, got {args.fps}")
+    parse_number(args.fps, "--fps", *FPS_RANGE, low_open=True)
+    parse_psi(args.psi)
+    if args.pitch is not None:
+        parse_number(args.pitch, "--pitch", -PITCH_LIMIT, PITCH_LIMIT)
     parse_resolution(args.resolution)
     if args.trajectory == "interp" and len(seeds) < 2:
         raise ConfigError("--trajectory interp needs at least two seeds, e.g. --seeds 0-3")
@@ -115,7 +130,7 @@ def export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gsgan-export", description="Export one generated head as a 3DGS PLY file.")
     p.add_argument("checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--psi", type=float, default=0.7, help="truncation (1 = none)")
+    p.add_argument("--psi", type=float, default=0.7, help="truncation (1 = none, 0 = the average; -1..2)")
     p.add_argument("--levels", default="all", help="hierarchy levels to keep: all (default), 0-2, or 0,3")
     p.add_argument("--no-background", action="store_true", help="leave the background Gaussians out")
     add_device(p)
@@ -124,16 +139,21 @@ def export_parser() -> argparse.ArgumentParser:
 
 
 def export_command(argv: list[str] | None = None) -> int:
+    args = export_parser().parse_args(argv)
+    parse_seed(args.seed)
+    parse_psi(args.psi)
+    levels = None if args.levels.strip().lower() == "all" else parse_int_list(args.levels, "level")
+    with removing_temporaries_on_signals("gsgan-export"):  # SIGTERM/SIGINT: stop, leave no temporaries
+        return _export(args, levels)
+
+
+def _export(args, levels: list[int] | None) -> int:
     from gsgan_core.io.ply import write_ply
 
     from .edits import keep_levels
     from .video import check_output
 
-    args = export_parser().parse_args(argv)
     out = check_output(args.out, (".ply",))
-    if not 0 <= args.seed < 2**32:
-        raise ConfigError(f"--seed must be in 0..{2**32 - 1}, got {args.seed}")
-    levels = None if args.levels.strip().lower() == "all" else parse_int_list(args.levels, "level")
     engine = _open_engine(args.checkpoint, args.device, "gsgan-export")
     if levels is not None and max(levels) >= engine.num_levels():
         raise ConfigError(f"--levels {args.levels}: this generator has levels 0..{engine.num_levels() - 1}")
