@@ -240,3 +240,18 @@ def test_export_stopped_by_a_signal_leaves_no_temporary_file(checkpoint, tmp_pat
                                     script=slow_write)
     assert code == 128 + signum, err
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- gsgan-dataset heads --out
+def test_heads_refuses_to_overwrite_an_existing_zip_without_force(tmp_path, capsys):
+    out = tmp_path / "mine.zip"
+    out.write_bytes(b"a dataset someone made over a day")
+    args = ["heads", "--count", "1", "--resolution", "8", "--jobs", "1", "--out", str(out)]
+    assert cli.dataset_main(args) == 1
+    assert capsys.readouterr().err == f"gsgan-dataset heads: {out}: already exists; add --force to replace it\n"
+    assert out.read_bytes() == b"a dataset someone made over a day"
+    (tmp_path / "folder.zip").mkdir()
+    assert cli.dataset_main([*args[:-2], "--out", str(tmp_path / "folder.zip"), "--force"]) == 1
+    assert "is a folder" in capsys.readouterr().err
+    assert cli.dataset_main([*args, "--force"]) == 0
+    assert out.read_bytes()[:2] == b"PK"

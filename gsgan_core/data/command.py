@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from gsgan_core.errors import DatasetError
@@ -14,7 +15,8 @@ def dataset_command(argv: list[str] | None = None) -> int:
     heads = commands.add_parser("heads", help="render a procedural dataset of 3D heads (RGBA, EG3D labels)")
     heads.add_argument("--count", type=int, required=True, help="number of images")
     heads.add_argument("--resolution", type=int, required=True, help="image size in pixels (square)")
-    heads.add_argument("--out", required=True, help="output .zip")
+    heads.add_argument("--out", required=True, help="output .zip (an existing file is kept unless --force)")
+    heads.add_argument("--force", action="store_true", help="replace --out if it exists")
     heads.add_argument("--seed", type=int, default=0, help="same seed, same dataset")
     heads.add_argument("--jobs", type=int, default=0, help="processes (0: every core)")
     heads.add_argument("--cameras", default="ffhq", choices=("ffhq", "orbit"),
@@ -32,6 +34,12 @@ def dataset_command(argv: list[str] | None = None) -> int:
         if args.count < 1 or args.resolution < 8:
             print("gsgan-dataset heads: --count must be >= 1 and --resolution >= 8", file=sys.stderr)
             return 2
+        if os.path.isdir(args.out):
+            print(f"gsgan-dataset heads: {args.out}: is a folder; give a .zip file name", file=sys.stderr)
+            return 1
+        if os.path.lexists(args.out) and not args.force:
+            print(f"gsgan-dataset heads: {args.out}: already exists; add --force to replace it", file=sys.stderr)
+            return 1
         try:
             make_heads_dataset(args.out, args.count, args.resolution, args.seed, args.jobs or None, cameras=args.cameras)
         except OSError as err:
