@@ -60,3 +60,9 @@ def export_main(argv: list[str] | None = None) -> int:
     from gsgan_core.view.commands import export_command
 
     return console("gsgan-export", export_command, argv)
+
+
+def invert_main(argv: list[str] | None = None) -> int:
+    from gsgan_core.invert.command import invert_command
+
+    return console("gsgan-invert", invert_command, argv)
