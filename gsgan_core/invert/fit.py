@@ -73,8 +73,10 @@ class InvertSettings:
     search_yaws: int = 24  # grid over search_yaw_range_deg (a full turn: 15 degree steps)
     search_yaw_range_deg: tuple[float, float] = (-180.0, 180.0)
     search_pitches_deg: tuple[float, ...] = (-12.0, 0.0, 12.0)
+    search_latents: int = 6  # heads besides the average one that score the grid (psi 0.7 samples)
     search_keep: int = 4  # grid cameras that get a short fit
     search_steps: int = 30
+    search_batch: int = 128  # short fits run together (images x kept cameras), at most
     search_resolution: int = 64
     w_samples: int = 2000  # mapped samples for W's mean and spread
     preview_every: int = 10  # steps between preview images in the progress reports (0: none)
@@ -95,8 +97,10 @@ class InvertSettings:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.w_steps < 1:
             raise ConfigError(f"the W stage needs at least one step, got w_steps={self.w_steps}")
-        if self.search_yaws < 1 or not self.search_pitches_deg or self.search_keep < 1:
-            raise ConfigError("the camera search needs at least one yaw, one pitch and one kept candidate")
+        if self.search_yaws < 1 or not self.search_pitches_deg or self.search_keep < 1 or self.search_batch < 1:
+            raise ConfigError("the camera search needs at least one yaw, one pitch, one kept candidate and a batch")
+        if self.search_latents < 0:
+            raise ConfigError(f"search_latents must be >= 0, got {self.search_latents}")
         if self.search_resolution < 8:
             raise ConfigError(f"search_resolution must be at least 8, got {self.search_resolution}")
         if len(self.background) != 3 or not all(0 <= float(v) <= 1 for v in self.background):
@@ -272,9 +276,10 @@ class _Session:
         ))
 
 
-def stage_steps(settings: InvertSettings, auto_camera: bool) -> dict[str, int]:
-    """How many steps each stage of an inversion with these settings takes."""
-    out = {"search": settings.search_steps if auto_camera else 0, "w": settings.w_steps}
+def stage_steps(settings: InvertSettings, auto_camera: bool, images: int = 1) -> dict[str, int]:
+    """How many steps (progress reports) each stage of an inversion of `images` images takes."""
+    groups = math.ceil(images / max(1, settings.search_batch // max(1, settings.search_keep)))
+    out = {"search": settings.search_steps * groups if auto_camera else 0, "w": settings.w_steps}
     out["w+"] = settings.wplus_steps if settings.mode in ("w+", "pti") else 0
     out["pti"] = settings.pti_steps if settings.mode == "pti" else 0
     return out
@@ -285,6 +290,15 @@ def _lr_ramp(t: float) -> float:
     ramp = min(1.0, (1.0 - t) / 0.25)
     ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
     return ramp * min(1.0, t / 0.05)
+
+
+def _step(optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
+    """One step on the optimiser's own tensors. autograd.grad, not backward: the generator's parameters
+    get no .grad even when they require one, so G stays untouched (and can be shared with a viewer)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for p, g in zip(params, torch.autograd.grad(loss, params, allow_unused=True)):
+        p.grad = torch.zeros_like(p) if g is None else g  # None: a renderer without camera gradients
+    optimizer.step()
 
 
 def _resize(x: Tensor | None, size: int) -> Tensor | None:
@@ -365,9 +379,7 @@ def _fit_w(
         cam2world, K_norm = (cam2world_fixed, K_fixed) if labels is not None else problem.orbit(yaw, pitch)
         rgb, alpha = render_latents(G, ws, cam2world, K_norm, resolution, problem.background, s.backend)
         loss = problem.loss(rgb, alpha, target_rgb, target_alpha)
-        optimizer.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        optimizer.step()
+        _step(optimizer, loss.sum())
         if learn_camera:
             with torch.no_grad():
                 pitch.clamp_(-1.4, 1.4)
@@ -398,9 +410,7 @@ def _fit_wplus(
         rgb, alpha = render_latents(G, ws, cam2world, K_norm, resolution, problem.background, s.backend)
         loss = problem.loss(rgb, alpha, target_rgb, target_alpha)
         total = loss + s.wplus_reg * d.square().mean((1, 2))
-        optimizer.zero_grad(set_to_none=True)
-        total.sum().backward()
-        optimizer.step()
+        _step(optimizer, total.sum())
         last = loss.detach()
         history.append(float(last.mean()))
         session.report("w+", step, steps, last, rgb)
@@ -419,31 +429,36 @@ def _search(problem: _Problem, session: _Session) -> tuple[Tensor, Tensor, Tenso
     yaws = [lo + (hi - lo) * (i / n if full_turn else (i / (n - 1) if n > 1 else 0.5)) for i in range(n)]
     grid = torch.tensor([(y, math.radians(p)) for y in yaws for p in s.search_pitches_deg], device=device)  # [C, 2]
     C = len(grid)
-    # 1. score every grid camera with the average head (no gradients: the fast renderers)
+    # 1. score every grid camera with a few typical heads, the best of them per camera (no gradients:
+    #    the fast renderers): the average head alone mistakes the back of a dark-haired head for its face
     target_rgb, target_alpha = problem.targets_at(size)
-    scores = torch.empty(B, C, device=device)
-    ws_avg = problem.w_avg[None, None].expand(1, G.config.num_ws, -1)
+    heads = search_heads(problem)  # [L, w_dim]
+    pairs = [(h, c) for h in range(len(heads)) for c in range(C)]
+    scores = torch.full((B, C), math.inf, device=device)
     chunk = 64
     with torch.no_grad():
-        for start in range(0, C, chunk):
-            part = grid[start:start + chunk]
-            cam2world, K_norm = problem.orbit(part[:, 0], part[:, 1])
-            rgb, alpha = render_latents(G, ws_avg.expand(len(part), -1, -1), cam2world, K_norm, size,
-                                        problem.background, s.backend)
-            for j in range(len(part)):
+        for start in range(0, len(pairs), chunk):
+            part = torch.tensor(pairs[start:start + chunk], device=device)  # [n, 2] (head, camera)
+            cams = grid[part[:, 1]]
+            cam2world, K_norm = problem.orbit(cams[:, 0], cams[:, 1])
+            ws = heads[part[:, 0]][:, None].expand(-1, G.config.num_ws, -1)
+            rgb, alpha = render_latents(G, ws, cam2world, K_norm, size, problem.background, s.backend)
+            for j, c in enumerate(part[:, 1].tolist()):
                 one_rgb, one_alpha = rgb[j:j + 1].expand(B, -1, -1, -1), alpha[j:j + 1].expand(B, -1, -1, -1)
-                scores[:, start + j] = problem.loss(one_rgb, one_alpha, target_rgb, target_alpha)
+                loss = problem.loss(one_rgb, one_alpha, target_rgb, target_alpha)
+                scores[:, c] = torch.minimum(scores[:, c], loss)
     # 2. keep the best few per image, apart in yaw (at least 1.5 grid steps: not all on one peak)
     keep = min(s.search_keep, C)
     spacing = 1.5 * (hi - lo) / max(n, 1)
     picks = torch.empty(B, keep, dtype=torch.long)
+    grid_yaws, orders = grid[:, 0].tolist(), scores.argsort(dim=1).tolist()  # on the host: many tiny steps
     for b in range(B):
-        order = scores[b].argsort().tolist()
+        order = orders[b]
         chosen: list[int] = []
         for c in order:
             if len(chosen) == keep:
                 break
-            dy = [abs(math.remainder(float(grid[c, 0] - grid[k, 0]), 2 * math.pi)) for k in chosen]
+            dy = [abs(math.remainder(grid_yaws[c] - grid_yaws[k], 2 * math.pi)) for k in chosen]
             if all(d >= spacing for d in dy):
                 chosen.append(c)
         for c in order:  # fewer far-apart ones than asked: fill with the next best
@@ -453,17 +468,41 @@ def _search(problem: _Problem, session: _Session) -> tuple[Tensor, Tensor, Tenso
                 chosen.append(c)
         picks[b] = torch.tensor(chosen)
     start_cams = grid[picks.to(device).flatten()]  # [B * keep, 2], image-major
-    # 3. a short joint fit from each; the lowest final loss wins
-    u0 = torch.zeros(B * keep, G.config.w_dim, device=device)
-    u, yaw, pitch, history, last = _fit_w(problem, session, "search", s.search_steps, size, u0, None,
-                                          start_cams[:, 0], start_cams[:, 1], learn_camera=True,
-                                          lr_camera_scale=2.0, repeat=keep)
-    if s.search_steps == 0:  # no fit: the grid's score decides
-        best = torch.zeros(B, dtype=torch.long, device=device)
-    else:
-        best = last.view(B, keep).argmin(1)
-    index = torch.arange(B, device=device) * keep + best
-    return yaw[index], pitch[index], u[index], history
+    # 3. a short joint fit from each (images in groups of at most search_batch fits); the lowest loss wins
+    per_group = max(1, s.search_batch // keep)
+    out_yaw, out_pitch, out_u, history = [], [], [], []
+    for first in range(0, B, per_group):
+        images = list(range(first, min(first + per_group, B)))
+        n_img = len(images)
+        part = replace(problem, target=problem.target.select(images))
+        cams = start_cams[first * keep:(first + n_img) * keep]
+        u0 = torch.zeros(n_img * keep, G.config.w_dim, device=device)
+        u, yaw, pitch, curve, last = _fit_w(part, session, "search", s.search_steps, size, u0, None,
+                                            cams[:, 0], cams[:, 1], learn_camera=True, lr_camera_scale=2.0,
+                                            repeat=keep)
+        history = curve if not history else [(a * first + b * n_img) / (first + n_img) for a, b in zip(history, curve)]
+        if s.search_steps == 0:  # no fit: the grid's score decides
+            best = torch.zeros(n_img, dtype=torch.long, device=device)
+        else:
+            best = last.view(n_img, keep).argmin(1)
+        index = torch.arange(n_img, device=device) * keep + best
+        out_yaw.append(yaw[index])
+        out_pitch.append(pitch[index])
+        out_u.append(u[index])
+    return torch.cat(out_yaw), torch.cat(out_pitch), torch.cat(out_u), history
+
+
+def search_heads(problem: _Problem) -> Tensor:  # [1 + search_latents, w_dim]
+    """The heads the camera search scores with: the average one, and a few drawn ones pulled halfway to it
+    (psi 0.7; the same ones every time)."""
+    s, G = problem.settings, problem.G
+    if s.search_latents <= 0:
+        return problem.w_avg[None]
+    device = problem.w_avg.device
+    z = torch.randn(s.search_latents, G.config.z_dim, generator=torch.Generator().manual_seed(s.seed + 7)).to(device)
+    with torch.no_grad():
+        w = G.mapping(z, conditioning_labels(G, problem.prior, len(z), device))[:, 0].float()
+    return torch.cat([problem.w_avg[None], problem.w_avg + 0.7 * (w - problem.w_avg)])
 
 
 def fit_latents(
@@ -493,7 +532,7 @@ def fit_latents(
     w_avg, scale = w_stats if w_stats is not None else w_statistics(G, prior, settings.w_samples, settings.seed)
     problem = _Problem(G, target, settings, prior, w_avg.to(device), scale, perceptual,
                        fit_alpha=target.alpha is not None and not has_background(G))
-    steps = stage_steps(settings, auto)
+    steps = stage_steps(settings, auto, target.batch_size)
     session = _session or _Session(settings, sum(v for k, v in steps.items() if k != "pti"), progress, cancel)
     losses: dict[str, list[float]] = {}
     final: dict[str, Tensor] = {}
