@@ -20,7 +20,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from gsgan_core.errors import CheckpointError
@@ -451,24 +451,3 @@ def test_unknown_persistence_type_or_version(tmp_path, kind, version):
                         tmp_path / "meta.pkl")
     problem = _problem(path)
     assert f"type {kind!r}, version {version}" in problem and "only type 'class', version 6" in problem
-
-
-# ---- a real snapshot made by the official code, where one is at hand (it is never committed) -------------------
-
-REAL = os.path.join(os.path.dirname(__file__), "..", ".official", "snapshots", "tiny256.pkl")
-FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "official")
-HAVE_REAL = os.path.exists(REAL) and os.path.exists(os.path.join(FIXTURES, "tiny256-weights.safetensors"))
-
-
-@pytest.mark.skipif(not HAVE_REAL, reason="no official snapshot in .official/ (see tests/fixtures/official/README.md)")
-def test_reads_a_real_official_snapshot(calls):
-    snapshot = read_snapshot(REAL)
-    assert set(snapshot.networks) == {"G", "D", "G_ema"} and snapshot.training_set_kwargs["resolution"] == 256
-    G_ema = snapshot.networks["G_ema"]
-    assert G_ema.class_name == "GSGenerator" and snapshot.networks["D"].class_name == "SingleDiscriminator"
-    expected = load_file(os.path.join(FIXTURES, "tiny256-weights.safetensors"))
-    assert sorted(G_ema.state_dict) == sorted(expected)
-    assert all(torch.equal(bits(G_ema.state_dict[name]), bits(tensor)) for name, tensor in expected.items())
-    with open(os.path.join(FIXTURES, "tiny256-init_kwargs.json")) as f:
-        assert G_ema.init_kwargs == json.load(f)
-    assert calls == [] and "torch_utils" not in sys.modules
