@@ -44,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", nargs="?",
                    help="generator checkpoint (.safetensors) or official GSGAN snapshot (.pkl); default: the bundled demo")
     add_device(p)
-    p.add_argument("--resolution", type=int, default=None, help="render resolution (default 512 on GPU, 128 on CPU)")
+    p.add_argument("--resolution", type=int, default=None, help="render resolution (default 512 on GPU, 256 on CPU)")
     return p
 
 
@@ -77,7 +77,7 @@ def explore(argv: list[str] | None = None) -> int:
     from .window import ExplorerApp
 
     device = parse_device(args.device)
-    resolution = parse_resolution(args.resolution or (512 if device.type == "cuda" else 128))
+    resolution = parse_resolution(args.resolution or (512 if device.type == "cuda" else 256))
     path = args.checkpoint or demo_checkpoint()
     status = ""
     if path is None:

@@ -1,23 +1,26 @@
 """The explorer's window (Dear PyGui): the view on the left, the panels on the right, a status
-bar below. The panels write the state; once per GUI frame `step()` asks the engine for the
-frame of the current state, and the engine recomputes only what changed (StyleGAN3 visualizer
-style). Errors while loading or rendering go to the status bar; the last good model stays.
+bar below. The panels write the state; once per GUI frame `step()` hands the current state to the
+render worker (`RenderWorker`, a thread of its own: the UI thread never waits for a frame) and shows
+the newest frame it finished; the engine recomputes only what changed (StyleGAN3 visualizer style).
+Errors while loading or rendering go to the status bar; the last good model and frame stay.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from typing import TypeVar
 
 import dearpygui.dearpygui as dpg
 
-from gsgan_core.view.engine import Engine
+from gsgan_core.view.engine import Engine, RenderWorker
 from gsgan_core.view.state import ExplorerState
 
 from .panels import PANEL_WIDTH, PANELS, CheckpointPanel, Panel
-from .viewport import VIEW_SIZE, Viewport
+from .viewport import RATE_WINDOW, VIEW_SIZE, Viewport
 
 READOUT_EVERY = 5  # frames between refreshes of the panels' readouts
+MAX_UI_HZ = 60.0  # the UI loop sleeps to stay under this: it must not take the renderer's cores
 P = TypeVar("P", bound=Panel)
 
 
@@ -26,10 +29,12 @@ class ExplorerApp:
         self.engine = engine
         self.state = state or ExplorerState()
         self.status = status
+        self.worker = RenderWorker(engine)
         self.viewport = Viewport(self)
         self.panels: list[Panel] = [panel(self) for panel in PANELS]
-        self.frames_drawn = 0
+        self.frames_drawn = 0  # UI loops so far
         self._last_time = time.perf_counter()
+        self._loops: deque[float] = deque()  # when the recent UI loops ran
 
     def panel(self, kind: type[P]) -> P:
         return next(p for p in self.panels if isinstance(p, kind))
@@ -69,13 +74,24 @@ class ExplorerApp:
         for panel in self.panels:
             panel.model_loaded()
 
+    def animating(self) -> bool:
+        """Whether a panel animates the view (auto-rotate, the latent ping-pong)."""
+        return any(panel.animating() for panel in self.panels)
+
     def step(self) -> None:
-        """One GUI frame's work: animations, the engine's frame, widgets and readouts."""
+        """One GUI frame's work: animations, the worker's frames and jobs, widgets and readouts.
+        Nothing here waits for the generator or the rasterizer."""
         now = time.perf_counter()
         dt, self._last_time = min(now - self._last_time, 0.1), now
+        self._loops.append(now)
+        while now - self._loops[0] > RATE_WINDOW:
+            self._loops.popleft()
         for panel in self.panels:
             panel.tick(dt)
         self.viewport.draw()
+        for outcome in self.worker.finished_jobs():
+            if outcome.done is not None:
+                outcome.done(outcome)
         for panel in self.panels:
             panel.sync()
         self.viewport.caption()
@@ -84,13 +100,27 @@ class ExplorerApp:
                 panel.refresh()
         self.frames_drawn += 1
 
+    def loops_per_second(self) -> float:
+        """How often the UI loop ran over the last RATE_WINDOW seconds (input stays live at this rate)."""
+        loops = self._loops
+        return (len(loops) - 1) / max(loops[-1] - loops[0], 1e-6) if len(loops) > 1 else 0.0
+
+    def settled(self) -> bool:
+        """Nothing left to do: the current state's frame is on screen and the worker is idle."""
+        return self.viewport.settled()
+
     def run(self) -> None:
         while dpg.is_dearpygui_running():
+            start = time.perf_counter()
             self.step()
             dpg.render_dearpygui_frame()
+            spare = 1.0 / MAX_UI_HZ - (time.perf_counter() - start)
+            if spare > 0:
+                time.sleep(spare)
         self.close()
 
     def close(self) -> None:
         for panel in self.panels:
             panel.close()
+        self.worker.close()
         dpg.destroy_context()

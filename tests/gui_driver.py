@@ -5,7 +5,10 @@ Usage: python tests/gui_driver.py CKPT OUT_DIR [--screenshot PATH]
 It starts the app empty (as with no demo checkpoint), opens CKPT through the Checkpoint panel's
 own Load button, then uses the app's own widget callbacks and mouse handlers: change seed, drag
 to orbit, pick a level, click a Gaussian, record a 4-frame video. Framebuffer screenshots of the
-view are compared along the way. Facts go to OUT_DIR/result.json for the test to check.
+view are compared along the way. Frames come from the app's render worker, so after each change
+the driver runs UI frames until the view has settled (`settle`). Last, with an engine whose frames
+take half a second, it drags and animates and times the UI loop. Facts go to OUT_DIR/result.json
+for the test to check.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import dearpygui.dearpygui as dpg
 import imageio.v3 as iio
 import numpy as np
 
-from explorer.panels import RecordPanel
+from explorer.panels import LevelsPanel, RecordPanel
 from explorer.viewport import VIEW_SIZE
 from explorer.window import ExplorerApp
 from gsgan_core.view.engine import Engine
@@ -64,9 +67,89 @@ def framebuffer(app: ExplorerApp, frames: int = 10) -> np.ndarray:
         return np.asarray(iio.imread(path))[..., :3]
 
 
+def settle(app: ExplorerApp, timeout: float = 60.0) -> int:
+    """Runs UI frames until the current state's full frame is on screen and the worker is idle
+    (job callbacks done too); returns how many frames that took."""
+    deadline = time.time() + timeout
+    n = 0
+    while time.time() < deadline:
+        app.step()
+        dpg.render_dearpygui_frame()
+        n += 1
+        if app.settled():
+            app.step()  # callbacks of jobs that finished with the last frame
+            dpg.render_dearpygui_frame()
+            return n
+        time.sleep(0.005)
+    raise TimeoutError(f"the view did not settle in {timeout} s")
+
+
 def edit(app: ExplorerApp, part: str, **changes: Any) -> None:
     """Changes the state from outside the panels, as an animation or a script would."""
     setattr(app.state, part, replace(getattr(app.state, part), **changes))
+
+
+SLOW_FRAME = 0.5  # seconds every frame takes in the slow-engine part
+
+
+def slow_frames(app: ExplorerApp, result: dict) -> None:
+    """With frames that take SLOW_FRAME seconds: the yaw wraps on a long drag, the UI loop keeps
+    running while frames render, the view renders previews while moving and refines once still."""
+    frame = app.engine.frame
+
+    def slow(state):
+        time.sleep(SLOW_FRAME)
+        return frame(state)
+
+    app.engine.frame = slow
+    full = app.state.render.resolution
+    edit(app, "camera", yaw=0.0)
+    settle(app)  # one slow full frame: the view now knows full frames are slow
+    history = len(app.worker.history)
+    dropped = app.worker.dropped
+    loop_seconds = []
+
+    def timed_frame() -> None:
+        start = time.perf_counter()
+        app.step()
+        dpg.render_dearpygui_frame()
+        loop_seconds.append(time.perf_counter() - start)
+
+    # A long drag to the right: 700 view pixels, 7 radians of yaw, past -180 degrees.
+    start = time.perf_counter()
+    app.viewport.press(0, 10, 250)
+    for x in range(30, 730, 20):
+        app.viewport.move(x, 250)
+        timed_frame()
+        time.sleep(0.02)
+    result["drag_seconds"] = time.perf_counter() - start
+    result["ui_loops_during_drag"] = len(loop_seconds)
+    result["frames_delivered_during_drag"] = len(app.worker.history) - history
+    result["yaw_after_long_drag"] = app.state.camera.yaw
+    result["yaw_widget_after_long_drag"] = dpg.get_value("camera.yaw")
+    app.viewport.release(0, 730, 250)
+    settle(app)
+    drag = list(app.worker.history)[history:]
+    result["drag_resolutions"] = [[size, preview] for size, preview, _ in drag]
+    result["full_resolution"] = full
+    result["shown_after_drag"] = [app.viewport.shown.state.render.resolution, app.viewport.shown.preview]
+    result["stale_dropped"] = app.worker.dropped - dropped
+
+    # Auto-rotate (an animation): the UI keeps looping, the yaw keeps turning.
+    yaw = app.state.camera.yaw
+    widget_callback("camera.auto_rotate", True)
+    start = time.perf_counter()
+    loops_before = len(loop_seconds)
+    while time.perf_counter() - start < 1.5:
+        timed_frame()
+        time.sleep(0.01)
+    widget_callback("camera.auto_rotate", False)
+    result["ui_loops_while_animating"] = len(loop_seconds) - loops_before
+    result["yaw_turned_while_animating"] = abs(app.state.camera.yaw - yaw)
+    result["slowest_ui_loop"] = max(loop_seconds)
+    result["performance_text"] = dpg.get_value("performance.text")
+    settle(app)
+    app.engine.frame = frame
 
 
 def main() -> int:
@@ -104,14 +187,24 @@ def main() -> int:
     dpg.set_value("checkpoint.path", args.checkpoint)
     press_button("checkpoint.load")
     result["loaded"] = app.engine.loaded
-    result["info"] = dpg.get_value("checkpoint.info")
-    frames(5)
+    result["info"] = dpg.get_value("checkpoint.preset") + "\n" + dpg.get_value("checkpoint.info")
+    result["level_cells"] = {str(k): dpg.get_value(f"checkpoint.count#{k}") for k in range(-1, 8)
+                             if dpg.does_item_exist(f"checkpoint.count#{k}")}
+    result["default_camera_is_framed"] = app.state.camera == app.engine.default_camera()
+    result["default_pivot"] = list(app.state.camera.pivot)
+    settle(app)
+    frames(2)
+    # Every line of the Checkpoint panel's text fits the panel (nothing clipped).
+    panel_width = dpg.get_item_rect_size("panels")[0]
+    lines = dpg.get_value("checkpoint.info").split("\n")
+    result["info_line_widths"] = [float(dpg.get_text_size(line)[0]) for line in lines if line]
+    result["panel_width"] = float(panel_width)
 
     shots = {"start": view_shot()}
     result["view_shape"] = list(shots["start"].shape)
 
     widget_callback("latent.seed_a", 5)
-    frames()
+    settle(app)
     shots["seed"] = view_shot()
     result["seed_state"] = app.state.latent.seed_a
 
@@ -122,7 +215,7 @@ def main() -> int:
         app.viewport.move(x, 250)
         frames(1)
     app.viewport.release(0, 330, 250)
-    frames()
+    settle(app)
     shots["orbit"] = view_shot()
     result["orbit_yaw_change"] = app.state.camera.yaw - yaw0
     result["orbit_generator_calls"] = app.engine.stats.generator_calls - calls
@@ -138,21 +231,42 @@ def main() -> int:
 
     widget_callback("levels.mode", "only level k")
     widget_callback("levels.level", 1)
-    frames()
+    settle(app)
     shots["level"] = view_shot()
     config = app.engine.generator.config
     result["level_shown"] = app.engine.stats.num_gaussians
     result["level_expected"] = config.gaussians_at_level(1) + config.num_background_gaussians
+    levels_panel = app.panel(LevelsPanel)
     widget_callback("levels.measure", True)
-    frames(5)  # readouts refresh every 5 frames
-    result["shares_text"] = dpg.get_value("levels.shares")
+    frames(5)  # readouts refresh every 5 frames; the worker measures
+    settle(app)
+    frames(5)
+    result["shares_text"] = levels_panel.shares_text()
+    result["share_cells"] = [dpg.get_value(f"levels.share#{k}") for k in range(config.num_levels)]
     widget_callback("levels.measure", False)
     frames(5)
-    result["shares_text_off"] = dpg.get_value("levels.shares")
+    result["shares_text_off"] = levels_panel.shares_text()
+    result["share_cells_off"] = [dpg.get_value(f"levels.share#{k}") for k in range(config.num_levels)]
+
+    # The legend shows while the view colours by level (the checkbox or the Render panel's mode).
+    result["legend_shown_before"] = dpg.is_item_shown("levels.legend")
+    widget_callback("levels.color_by_level", True)
+    frames(2)
+    result["legend_shown_checkbox"] = dpg.is_item_shown("levels.legend")
+    result["legend_colours"] = {str(k): [int(c) for c in dpg.get_value(f"levels.legend#{k}")[:3]]
+                                for k in list(range(config.num_levels)) + [-1]
+                                if dpg.does_item_exist(f"levels.legend#{k}")}
+    widget_callback("levels.color_by_level", False)
+    widget_callback("render.mode", "levels")
+    frames(2)
+    result["legend_shown_mode"] = dpg.is_item_shown("levels.legend")
+    widget_callback("render.mode", "rgb")
+    frames(2)
+    result["legend_shown_after"] = dpg.is_item_shown("levels.legend")
 
     widget_callback("levels.mode", "all levels")
     widget_callback("levels.background", False)
-    frames()
+    settle(app)
     # Click on the object: a pixel of the current frame that is not the background.
     image = app.engine.frame(app.state).image
     background = np.round(np.asarray(app.state.render.background) * 255)
@@ -162,17 +276,17 @@ def main() -> int:
     click = ((xs[k] + 0.5) * scale, (ys[k] + 0.5) * scale)
     app.viewport.press(0, *click)
     app.viewport.release(0, *click)
-    frames()
+    settle(app)
     result["selected"] = app.state.levels.selected
     result["selected_level"] = None if app.state.levels.selected is None else int(
         app.engine.gaussians(app.state.latent).level[app.state.levels.selected])
 
     # A rendering error goes to the status bar and the app keeps running.
     edit(app, "render", mode="no-such-mode")
-    frames(2)
+    settle(app)
     result["render_error_status"] = dpg.get_value("status")
     widget_callback("render.mode", "rgb")
-    frames(2)
+    settle(app)
 
     video = out / "record.mp4"
     widget_callback("record.frames", 4)
@@ -193,11 +307,13 @@ def main() -> int:
 
     widget_callback("record.screenshot", str(out / "shot.png"))
     press_button("record.screenshot_button")
+    settle(app)
     result["screenshot_shape"] = list(iio.imread(out / "shot.png").shape) if (out / "shot.png").exists() else None
     widget_callback("levels.mode", "levels up to k")
     widget_callback("levels.level", 1)
     widget_callback("record.ply", str(out / "head.ply"))
     press_button("record.ply_button")
+    settle(app)
     result["ply_status"] = dpg.get_value("status")
     if (out / "head.ply").exists():
         from gsgan_core.io.ply import read_ply
@@ -219,8 +335,11 @@ def main() -> int:
         widget_callback("levels.mode", "all levels")
         widget_callback("levels.background", True)
         press_button("levels.clear")
+        settle(app)
         frames(3)
         iio.imwrite(args.screenshot, framebuffer(app))
+    else:
+        slow_frames(app, result)
     (out / "result.json").write_text(json.dumps(result, indent=1))
     app.close()
     return 0

@@ -3,6 +3,7 @@
 import dataclasses
 import math
 import threading
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -13,6 +14,7 @@ from conftest import random_generator
 from gsgan_core.cameras import OrbitPose
 from gsgan_core.errors import CheckpointError, ConfigError, OutputError, PathError
 from gsgan_core.io.checkpoint import save_checkpoint
+from gsgan_core.models.generator import z_from_seeds
 from gsgan_core.view.edits import keep_levels
 from gsgan_core.view.engine import Engine
 from gsgan_core.view.recording import Cancelled, record, trajectory
@@ -307,3 +309,146 @@ def test_path_errors_share_one_base(tmp_path):
     for kind in (CheckpointError, PlyError, DatasetError, OutputError):
         err = kind(tmp_path / "x", "is odd")
         assert isinstance(err, PathError) and str(err) == f"{tmp_path / 'x'}: is odd" and err.problem == "is odd"
+
+
+# ---------------------------------------------------------------------------- the CPU fast paths
+FIELDS = ("means", "log_scales", "quats", "opacity_logits", "sh_dc")
+
+
+@pytest.mark.parametrize("overrides", [{}, {"soft_clamp": True, "anchor_floor_pixels": 0.5},
+                                       {"background": False, "view_dependent_color": False},
+                                       {"attention": ("global", "global", "local", "local")}])
+def test_cpu_generator_path_matches_the_reference(overrides):
+    """Without grad on the CPU the generator folds norms, layerscales and heads into its matmuls and
+    decodes in compiled kernels: the same Gaussians within float rounding, batched or not."""
+    G = random_generator("tiny", **overrides)
+    z = z_from_seeds([0, 1, 2], G.config.z_dim)
+    view_dirs = torch.nn.functional.normalize(torch.randn(3, 3, generator=torch.Generator().manual_seed(0)), dim=-1)
+    with torch.no_grad():
+        ws = G.mapping(z, psi=0.8)
+        G.cpu_inference = False
+        reference = G.synthesize(ws, view_dirs)
+        G.cpu_inference = True
+        fast = G.synthesize(ws, view_dirs)
+        single = G.synthesize(ws[:1], view_dirs[:1])
+    assert G._cpu_plan is not None, "the CPU path did not run"
+    for name in FIELDS:
+        torch.testing.assert_close(getattr(fast, name), getattr(reference, name), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(getattr(single, name), getattr(reference, name)[:1], rtol=1e-4, atol=1e-4)
+    assert torch.equal(fast.level, reference.level) and torch.equal(fast.parent, reference.parent)
+    # A changed weight rebuilds the precomputed plan; grad mode takes the reference path.
+    plan = G._cpu_plan
+    with torch.no_grad():
+        G.levels[-1].render_head.color.bias.add_(0.5)
+        moved = G.synthesize(ws)
+    assert G._cpu_plan is not plan and not torch.allclose(moved.sh_dc, fast.sh_dc)
+    assert G.synthesize(ws).means.requires_grad
+
+
+def test_cpu_generator_path_on_the_demo_checkpoint():
+    from explorer.app import demo_checkpoint
+    from gsgan_core.io.checkpoint import load_checkpoint
+
+    G, _ = load_checkpoint(demo_checkpoint())
+    with torch.inference_mode():
+        ws = G.mapping(z_from_seeds([0, 7], G.config.z_dim), psi=0.7)
+        G.cpu_inference = False
+        reference = G.synthesize(ws)
+        G.cpu_inference = True
+        fast = G.synthesize(ws)
+    for name in FIELDS:
+        torch.testing.assert_close(getattr(fast, name), getattr(reference, name), rtol=1e-4, atol=1e-4)
+
+
+def test_cpu_frames_use_the_compiled_rasterizer_and_numpy_uint8(engine):
+    from gsgan_core.view.engine import to_uint8
+
+    state = fresh_state(engine)
+    engine.frame(state)
+    assert engine.stats.backend == "compiled" and engine.stats.resolution == SIZE
+    assert engine.backend_name().startswith("compiled (Numba")  # what a viewer uses, not grad mode's pick
+    rgb = torch.tensor([[[-0.5, 0.0, 0.2], [0.5, 0.998, 1.7]]])
+    expected = (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+    np.testing.assert_array_equal(to_uint8(rgb), expected)
+
+
+def test_generator_threads_follow_the_load(engine):
+    from gsgan_core.view.engine import cpu_threads_now
+
+    assert 1 <= cpu_threads_now(2) <= 2 and cpu_threads_now(1) == 1
+    engine.generator_threads = 1
+    before = torch.get_num_threads()
+    edit(state := fresh_state(engine), "latent", seed_a=41)
+    engine.frame(state)
+    assert torch.get_num_threads() == before  # restored after the generator ran
+
+
+def test_default_camera_frames_the_whole_model():
+    """The default view holds the whole head: nothing drawn on the top, left or right edge, from
+    any side, for several seeds (the checkpoint's own camera cut off the top of the head)."""
+    from explorer.app import demo_checkpoint
+
+    engine = Engine("cpu", direction_samples=256)
+    engine.load(demo_checkpoint())
+    camera = engine.default_camera()
+    assert camera.radius > engine.info.camera.radius  # moved back from the training camera
+    assert engine.default_camera() == camera  # computed once per model
+    for seed in (0, 3):
+        for yaw in (0.0, 1.6, 3.1):
+            state = ExplorerState(latent=LatentState(seed_a=seed), camera=replace(camera, yaw=yaw),
+                                  render=RenderSettings(resolution=64, mode="alpha"))
+            alpha = engine.frame(state).image[..., 0]
+            assert alpha.max() > 200, "the head is in the picture"
+            edges = max(alpha[0].max(), alpha[:, 0].max(), alpha[:, -1].max())
+            assert edges < 30, f"seed {seed}, yaw {yaw}: the head touches the top or a side ({edges})"
+
+
+class SlowFrames:
+    """Wraps engine.frame: each call sleeps first (and remembers the resolutions it was asked for)."""
+
+    def __init__(self, engine, seconds: float):
+        self.inner, self.seconds, self.sizes = engine.frame, seconds, []
+        engine.frame = self
+
+    def __call__(self, state):
+        self.sizes.append(state.render.resolution)
+        time.sleep(self.seconds)
+        return self.inner(state)
+
+
+def test_render_worker_renders_the_latest_state_and_hands_back_errors(engine):
+    from gsgan_core.view.engine import RenderWorker
+
+    slow = SlowFrames(engine, 0.3)
+    worker = RenderWorker(engine)
+    try:
+        state = fresh_state(engine)
+        start = time.perf_counter()
+        keys = []
+        for yaw in (0.1, 0.2, 0.3, 0.4):
+            edit(state, "camera", yaw=yaw)
+            keys.append(worker.request(state))
+        assert time.perf_counter() - start < 0.1, "request() returns at once"
+        assert worker.wait_idle(30)
+        result = worker.poll()
+        assert result.key == keys[-1] and result.error is None and result.frame.key == keys[-1]
+        assert worker.poll() is None, "a result is handed out once"
+        # The last one, and perhaps the first if it had started: the ones between were dropped unrendered.
+        assert worker.delivered in (1, 2) and worker.delivered + worker.dropped == 4
+        assert len(slow.sizes) == worker.delivered
+        assert result.seconds >= 0.3 and result.generator_ran is False
+        # An exception in the worker comes back in the result; the worker keeps going.
+        edit(state, "render", mode="x-ray")
+        worker.request(state)
+        assert worker.wait_idle(30)
+        failed = worker.poll()
+        assert failed.frame is None and failed.error.startswith("ConfigError: unknown render mode")
+        # One-off jobs run before waiting frames; their outcomes come back for the caller to handle.
+        worker.submit(lambda e: e.num_levels())
+        worker.submit(lambda e: 1 / 0)
+        assert worker.wait_idle(30)
+        outcomes = worker.finished_jobs()
+        assert outcomes[0].value == engine.num_levels() and isinstance(outcomes[1].error, ZeroDivisionError)
+        assert worker.idle
+    finally:
+        worker.close()

@@ -2,6 +2,7 @@
 command runs), driven through its own callbacks and mouse handlers by tests/gui_driver.py."""
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -33,7 +34,15 @@ def test_explorer_window_under_xvfb(tmp_path):
 
     assert r["empty_status"] == "no checkpoint (test)"
     assert "broken.safetensors" in r["broken_status"] and "could not load" in r["broken_status"]
-    assert r["loaded"] and "preset tiny" in r["info"] and "L3: 4,096" in r["info"]
+    assert r["loaded"] and "preset tiny" in r["info"] and "64 px" in r["info"]
+    config = preset("tiny")
+    # Gaussians per level in table cells (a cell never wraps, so "16,384" cannot break), and every
+    # line of the panel's text fits its width (nothing clipped).
+    assert r["level_cells"] == {str(k): f"{config.gaussians_at_level(k):,}" for k in range(4)} | {
+        "-1": f"{config.num_background_gaussians:,}"}
+    assert r["info_line_widths"] and max(r["info_line_widths"]) < r["panel_width"] - 20, r
+    # The default view frames the model: the pivot at the Gaussians' centre, not the pose's.
+    assert r["default_camera_is_framed"]
     assert r["view_shape"] == [512, 512, 3]
     # The view is not blank and changes with every input.
     for name, std in r["view_std"].items():
@@ -46,20 +55,49 @@ def test_explorer_window_under_xvfb(tmp_path):
     assert "yaw 29 " in r["caption_after_yaw_change"], r["caption_after_yaw_change"]  # 0.5 rad, not a stale yaw
     assert r["zoom_ratio"] == pytest.approx(0.81)
     assert r["level_shown"] == r["level_expected"]
-    shares = r["shares_text"].removeprefix("change without it: ").split(", ")  # "L0 0.412", ...
+    shares = r["shares_text"].split(", ")  # "L0 0.412", ...
     assert [s.split()[0] for s in shares] == [f"L{k}" for k in range(4)], r["shares_text"]
     assert float(shares[0].split()[1]) > 0 and r["shares_text_off"] == ""
+    assert all(len(cell) == 5 and float(cell) >= 0 for cell in r["share_cells"]), r["share_cells"]  # "0.412"
+    assert r["share_cells_off"] == ["-"] * 4
+    # Colour by level has a legend, in the palette's colours, shown only while the view colours by level.
+    assert not r["legend_shown_before"] and r["legend_shown_checkbox"] and r["legend_shown_mode"]
+    assert not r["legend_shown_after"]
+    from gsgan_core.view.edits import BACKGROUND_COLOUR, LEVEL_PALETTE
+
+    expected = {str(k): [round(c * 255) for c in LEVEL_PALETTE[k]] for k in range(4)}
+    expected["-1"] = [round(c * 255) for c in BACKGROUND_COLOUR]
+    assert r["legend_colours"] == expected
     assert r["selected"] is not None and r["selected_level"] == 0
     assert "render error" in r["render_error_status"] and "no-such-mode" in r["render_error_status"]
     assert r["record_frames"] == 4 and r["progress"] == pytest.approx(1.0)
     assert "wrote" in r["record_status"]
     assert r["ui_frames_while_recording"] >= 1, "the UI kept drawing while recording"
     assert r["screenshot_shape"] == [64, 64, 3]  # the current frame at the render resolution
-    config = preset("tiny")
     # Export PLY: the current Gaussians under the level selection (levels up to 1, background off).
     assert r["ply_counts"] == {"0": config.gaussians_at_level(0), "1": config.gaussians_at_level(1)}, r["ply_status"]
     recent = json.loads((tmp_path / "config" / "gsgan" / "recent.json").read_text())
     assert recent == [str(checkpoint.resolve())]
+
+    # With an engine whose frames take 0.5 s (the driver's SLOW_FRAME): ...
+    # ... the yaw wraps: 7 radians of drag leave it, and the slider, inside -180..180 degrees;
+    assert -math.pi <= r["yaw_after_long_drag"] <= math.pi
+    assert r["yaw_widget_after_long_drag"] == pytest.approx(math.degrees(r["yaw_after_long_drag"]), abs=1e-3)
+    assert -180 <= r["yaw_widget_after_long_drag"] <= 180
+    # ... the UI loop never waits for a frame: it ran all through the drag and the animation;
+    assert r["slowest_ui_loop"] < 0.25, r["slowest_ui_loop"]
+    assert r["ui_loops_during_drag"] == 35 and r["frames_delivered_during_drag"] <= 6
+    assert r["ui_loops_while_animating"] >= 30 and r["yaw_turned_while_animating"] > 0.5
+    # ... while the camera moves it renders previews at a reduced resolution, and refines when it stops;
+    full = r["full_resolution"]
+    previews = [size for size, preview in r["drag_resolutions"] if preview]
+    assert previews and all(size < full for size in previews), r["drag_resolutions"]
+    assert r["drag_resolutions"][-1] == [full, False] and r["shown_after_drag"] == [full, False]
+    assert r["stale_dropped"] > 0  # requests the camera overtook were never rendered
+    # ... and the Performance panel counts frames delivered, not UI loops.
+    assert "frames delivered:" in r["performance_text"] and "GUI FPS" not in r["performance_text"]
+    delivered = float(r["performance_text"].split("frames delivered:")[1].split("/s")[0])
+    assert delivered < 1 / 0.5 + 0.5, r["performance_text"]  # at most ~2 frames/s at 0.5 s each
 
 
 def test_no_display_gives_a_clear_message(tmp_path):

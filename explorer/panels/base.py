@@ -94,6 +94,10 @@ class Panel:
     def tick(self, dt: float) -> None:
         """Before each frame: animations, polling (dt in seconds)."""
 
+    def animating(self) -> bool:
+        """Whether this panel moves the view by itself now (the view then renders previews)."""
+        return False
+
     def refresh(self) -> None:
         """Readouts, every few frames."""
 

@@ -5,6 +5,7 @@ gestures come here too (`move`)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Callable
 
 import dearpygui.dearpygui as dpg
@@ -15,6 +16,17 @@ from gsgan_core.view.state import CameraState
 from .base import SLIDER_WIDTH, Panel
 
 AUTO_ROTATE_SPEED = 0.6  # radians of yaw per second
+
+
+def wrapped_degrees(radians: float) -> float:
+    """An angle in degrees in [-180, 180] (the yaw slider's range)."""
+    return math.degrees(math.remainder(radians, 2 * math.pi))
+
+
+def wrapped(camera: CameraState) -> CameraState:
+    """The same view with its yaw in [-pi, pi]: orbits keep turning, the slider keeps its range."""
+    yaw = math.remainder(camera.yaw, 2 * math.pi)
+    return camera if yaw == camera.yaw else replace(camera, yaw=yaw)
 
 
 class CameraPanel(Panel):
@@ -28,7 +40,8 @@ class CameraPanel(Panel):
     def build_widgets(self) -> None:
         degrees: dict[str, Any] = dict(to_widget=math.degrees, from_widget=math.radians, width=SLIDER_WIDTH)
         dpg.add_text("left-drag orbit, right/middle-drag pan, wheel zoom")
-        self.field(dpg.add_slider_float, "yaw", label="yaw (deg)", min_value=-180, max_value=180, **degrees)
+        self.field(dpg.add_slider_float, "yaw", label="yaw (deg)", min_value=-180, max_value=180,
+                   **{**degrees, "to_widget": wrapped_degrees})
         self.field(dpg.add_slider_float, "pitch", label="pitch (deg)", min_value=-89, max_value=89, **degrees)
         self.field(dpg.add_slider_float, "radius", label="radius", min_value=0.3, max_value=8.0, width=SLIDER_WIDTH)
         self.field(dpg.add_input_floatx, "pivot", label="pivot", size=3, width=SLIDER_WIDTH,
@@ -48,8 +61,11 @@ class CameraPanel(Panel):
 
     def move(self, gesture: Callable[..., CameraState], *args: Any) -> None:
         """Applies a gesture of `viewer_camera` (orbit, pan, zoom, snap_front) to the camera."""
-        self.app.state.camera = gesture(self.value, *args)
+        self.app.state.camera = wrapped(gesture(self.value, *args))
 
     def tick(self, dt: float) -> None:
         if self.auto_rotate:
             self.update(yaw=math.remainder(self.value.yaw + AUTO_ROTATE_SPEED * dt, 2 * math.pi))
+
+    def animating(self) -> bool:
+        return self.auto_rotate

@@ -12,7 +12,8 @@ from gsgan_core.errors import GsganError
 from gsgan_core.io.open import import_note
 
 from ..recent import RecentFiles
-from .base import Panel
+from .base import PANEL_WIDTH, Panel
+from .levels import level_name
 
 
 class CheckpointPanel(Panel):
@@ -29,7 +30,9 @@ class CheckpointPanel(Panel):
             dpg.add_button(label="Load", tag="checkpoint.load", callback=lambda: self.load(dpg.get_value("checkpoint.path")))
             dpg.add_combo(self.recent.items, tag="checkpoint.recent", label="recent", width=200,
                           callback=lambda s, a, u=None: self.load(a))
-        dpg.add_text("", tag="checkpoint.info")
+        dpg.add_text("", tag="checkpoint.preset", wrap=PANEL_WIDTH - 40)  # names: may wrap between words
+        dpg.add_text("", tag="checkpoint.info")  # short lines of numbers: never wrapped
+        dpg.add_group(tag="checkpoint.levels_group")  # Gaussians per level, a table (cells never wrap)
 
     def build_popups(self) -> None:
         with dpg.file_dialog(
@@ -61,15 +64,33 @@ class CheckpointPanel(Panel):
         return True
 
     def fit_model(self) -> None:
+        facts = self.app.engine.describe()
+        dpg.set_value("checkpoint.preset", f"preset {facts['preset']}\ndataset: {facts['dataset']}" if facts
+                      else "no checkpoint loaded")
         dpg.set_value("checkpoint.info", self.describe())
+        for child in dpg.get_item_children("checkpoint.levels_group", 1) or []:
+            dpg.delete_item(child)
+        if not facts:
+            return
+        sizes = dict(facts["gaussians per level"])
+        if facts["background Gaussians"]:
+            sizes[-1] = facts["background Gaussians"]
+        with dpg.table(tag="checkpoint.levels", parent="checkpoint.levels_group", header_row=True,
+                       borders_innerV=True, borders_outerH=True, policy=dpg.mvTable_SizingStretchSame):
+            for level in sizes:
+                dpg.add_table_column(label=level_name(level))
+            dpg.add_table_column(label="total")
+            with dpg.table_row():
+                for level, count in sizes.items():
+                    dpg.add_text(f"{count:,}", tag=f"checkpoint.count#{level}")
+                dpg.add_text(f"{sum(sizes.values()):,}")
 
     def describe(self) -> str:
+        """The checkpoint's facts in short lines (the preset and the per-level table are apart)."""
         facts = self.app.engine.describe()
         if not facts:
-            return "no checkpoint loaded"
-        per_level = ", ".join(f"L{l}: {n:,}" for l, n in facts["gaussians per level"].items())
-        return (
-            f"preset {facts['preset']}, {facts['resolution']} px, trained {facts['kimg']:g} kimg\n"
-            f"dataset: {facts['dataset']}\nGaussians per level: {per_level}\n"
-            f"background: {facts['background Gaussians']:,}"
-        )
+            return ""
+        return "\n".join([
+            f"{facts['resolution']} px, trained {facts['kimg']:,g} kimg",
+            "Gaussians per level:",
+        ])

@@ -65,6 +65,9 @@ class LatentPanel(Panel):
         num_ws = engine.generator.config.num_ws if engine.loaded else 1
         dpg.configure_item("latent.cutoff", max_value=num_ws)
 
+    def animating(self) -> bool:
+        return self.animate
+
     def tick(self, dt: float) -> None:
         if self.animate:
             self._phase += ANIMATE_SPEED * dt

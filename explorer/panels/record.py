@@ -115,22 +115,33 @@ class RecordPanel(Panel):
         if self.job is not None and self.job.thread is not None:
             self.job.thread.join(timeout=10)
 
-    # ------------------------------------------------------------------ stills
+    # ------------------------------------------------------------------ stills (in the render worker)
     def screenshot(self) -> None:
-        out = self.value.screenshot
-        try:
+        out, state = self.value.screenshot, self.app.state.copy()
+
+        def write(engine) -> str:
             with FrameWriter(out, fps=1) as writer:
-                writer.append(self.app.engine.frame(self.app.state).image)
-            self.app.set_status(f"wrote {out}")
-        except GsganError as err:
-            self.app.set_status(f"screenshot failed: {err}")
+                writer.append(engine.frame(state).image)
+            return f"wrote {out}"
+
+        self.app.worker.submit(write, lambda outcome: self._report(outcome, "screenshot failed"))
 
     def export_ply(self) -> None:
-        out = self.value.ply
-        try:
+        out, state = self.value.ply, self.app.state.copy()
+
+        def export(engine) -> str:
             check_output(out, (".ply",))
-            gaussians = self.app.engine.export_gaussians(self.app.state)
+            gaussians = engine.export_gaussians(state)
             write_ply(out, gaussians)
-            self.app.set_status(f"wrote {out} ({gaussians.num_gaussians:,} Gaussians)")
-        except (GsganError, OSError) as err:
-            self.app.set_status(f"PLY export failed: {err}")
+            return f"wrote {out} ({gaussians.num_gaussians:,} Gaussians)"
+
+        self.app.worker.submit(export, lambda outcome: self._report(outcome, "PLY export failed"))
+
+    def _report(self, outcome, failed: str) -> None:
+        error = outcome.error
+        if error is None:
+            self.app.set_status(outcome.value)
+        elif isinstance(error, (GsganError, OSError)):
+            self.app.set_status(f"{failed}: {error}")
+        else:
+            self.app.set_status(f"{failed}: {type(error).__name__}: {error}")

@@ -1,4 +1,5 @@
 """The headless engine: model, caches and camera in, a frame (a numpy image) out. No UI here.
+`RenderWorker` runs an engine in a thread of its own, so that a window never waits for a frame.
 
 Three caches, each keyed by the state parts its result depends on (the parts are frozen and
 hashable, so they are the keys themselves):
@@ -15,9 +16,11 @@ Every public method takes the engine's lock, so a recording thread and the UI ca
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Hashable
@@ -41,6 +44,9 @@ from .state import RENDER_MODES, CameraState, ExplorerState, LatentState, check_
 from .viewer_camera import camera_from_orbit_pose, viewer_cameras
 
 PICK_MIN_ALPHA = 0.2  # clicking where the image is this transparent clears the selection
+FRAMING_MARGIN = 1.08  # the default view leaves this much room around the model's bounding sphere
+FRAMING_QUANTILE = 0.995  # ... the sphere holding this share of the visible Gaussians' extents
+FRAMING_MIN_OPACITY = 0.1  # Gaussians fainter than this do not count as the model's extent
 
 
 @dataclass
@@ -59,6 +65,17 @@ class EngineStats:
     generator_calls: int = 0
     render_calls: int = 0
     num_gaussians: int = 0
+    backend: str = ""  # the rasterizer the last frame was drawn with ("compiled", "gsplat", "reference")
+    resolution: int = 0  # the last frame's size in pixels
+
+
+def to_uint8(rgb: Tensor) -> np.ndarray:  # [H, W, 3] float in [0, 1] (clamped here) -> uint8, on the host
+    """The frame as 8-bit RGB. On the CPU in numpy: PyTorch's element-wise ops split each op over
+    its intra-op threads and wait for all of them, which costs milliseconds per op on a loaded machine."""
+    if rgb.device.type != "cpu":
+        return (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
+    values = np.clip(rgb.float().numpy(), 0, 1) * 255 + 0.5
+    return values.astype(np.uint8)
 
 
 @dataclass
@@ -97,7 +114,9 @@ def _sync(device: torch.device) -> None:
 class Engine:
     """Turns an `ExplorerState` into frames, recomputing only what changed.
 
-    `device`: where the generator and rasterizer run. `precision` (CUDA only; the rasterizer
+    `device`: where the generator and rasterizer run. `generator_threads` (CPU only): PyTorch's
+    intra-op threads while the generator runs, or "auto" (`cpu_threads_now`: one thread while other
+    work keeps the cores busy). `precision` (CUDA only; the rasterizer
     always gets float32): "fp32", "tf32" (TF32 matmuls, a process-wide torch switch) or "bf16"
     (autocast of the synthesis). `cuda_graph`: replay the synthesis as one CUDA graph
     (`GraphedSynthesis`; at batch 1 kernel launches cost more than the kernels); falls back to
@@ -112,6 +131,7 @@ class Engine:
         num_directions: int = 5,
         direction_samples: int = 2000,
         cuda_graph: bool = False,
+        generator_threads: int | str = "auto",
     ):
         if precision not in ("fp32", "tf32", "bf16"):
             raise ConfigError(f"precision must be 'fp32', 'tf32' or 'bf16', got {precision!r}")
@@ -138,6 +158,8 @@ class Engine:
         self._frames = _LRU(4)
         self._shares = _LRU(4)
         self._last_frame: _RenderedFrame | None = None
+        self._framing: tuple[int, tuple[tuple[float, float, float], float]] | None = None
+        self.generator_threads = generator_threads
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------------ model
@@ -178,9 +200,21 @@ class Engine:
             self._last_frame = None
 
     def default_camera(self) -> CameraState:
-        """The checkpoint's default view (the FFHQ view when nothing is loaded)."""
+        """The checkpoint's view (its yaw, pitch and field of view) framed on the model: the pivot at
+        the centre of the Gaussians of the default latent, the radius such that their bounding sphere
+        fits the field of view (`framing`). The FFHQ view when nothing is loaded."""
         pose = self.info.camera if self.info is not None else OrbitPose()
-        return camera_from_orbit_pose(pose)
+        camera = camera_from_orbit_pose(pose)
+        if self.generator is None:
+            return camera
+        with self._lock:
+            if self._framing is None or self._framing[0] != self._generation:
+                self._framing = (self._generation, framing(self.gaussians(LatentState())))
+            centre, extent = self._framing[1]
+        if extent <= 0:
+            return camera
+        radius = FRAMING_MARGIN * extent / math.sin(math.radians(camera.fov_deg) / 2)
+        return dataclasses.replace(camera, pivot=centre, radius=radius)
 
     def num_levels(self) -> int:
         return self.generator.config.num_levels if self.generator is not None else 0
@@ -195,6 +229,9 @@ class Engine:
 
     # ------------------------------------------------------------------ keys
     def _raw_key(self, latent: LatentState) -> Hashable:
+        # No mixing and zero directions mean the same ws however many entries spell them out.
+        latent = dataclasses.replace(latent, take_b=latent.take_b if any(latent.take_b) else (),
+                                     directions=latent.directions if any(latent.directions) else ())
         return (self._generation, latent)  # the generation: keys of another model never match
 
     def _shown_key(self, state: ExplorerState) -> Hashable:
@@ -202,6 +239,10 @@ class Engine:
 
     def _frame_key(self, state: ExplorerState) -> Hashable:
         return (self._shown_key(state), state.camera, state.render, self.backend)
+
+    def frame_key(self, state: ExplorerState) -> Hashable:
+        """The key `frame(state).key` will have, without computing anything (equal keys: equal images)."""
+        return self._frame_key(state)
 
     # ------------------------------------------------------------------ generator
     def _require_generator(self) -> Generator:
@@ -222,7 +263,7 @@ class Engine:
         G = self._require_generator()
         _sync(self.device)
         start = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), _intra_op_threads(self._threads()):
             ws = self.ws(latent)
             if self._graphed is not None:
                 out = self._graphed(ws)  # a clone: the graph's buffers are reused by the next call
@@ -237,6 +278,14 @@ class Engine:
         self.stats.generator_calls += 1
         return out.scene(0)
 
+    def _threads(self) -> int | None:
+        """PyTorch threads for the generator now (None: leave them as they are)."""
+        if self.device.type != "cpu":
+            return None
+        if self.generator_threads == "auto":
+            return cpu_threads_now(torch.get_num_threads())
+        return max(1, int(self.generator_threads))
+
     # ------------------------------------------------------------------ edits after the generator
     def shown_gaussians(self, state: ExplorerState) -> tuple[Gaussians, Tensor]:
         """(the Gaussians to draw, their indices [M] in the raw output), after the level edits."""
@@ -250,6 +299,16 @@ class Engine:
         with self._lock:
             raw = self.gaussians(state.latent)
             return raw.select(shown_mask(raw.level, state.levels)).to("cpu")
+
+    def level_sizes(self) -> dict[int, int]:
+        """{level: Gaussians per scene} from the configuration (background under -1), without generating."""
+        if self.generator is None:
+            return {}
+        config = self.generator.config
+        sizes = {level: config.gaussians_at_level(level) for level in range(config.num_levels)}
+        if config.num_background_gaussians:
+            sizes[-1] = config.num_background_gaussians
+        return sizes
 
     def level_counts(self, state: ExplorerState) -> dict[int, int]:
         """{level: count} of the generator's output (background under -1)."""
@@ -311,9 +370,11 @@ class Engine:
                 rgb = depth_colours(depth, alpha, background)
             else:
                 rgb = out.rgb[0]
-            image = (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()  # [H, W, 3]
+            image = to_uint8(rgb)  # [H, W, 3]
         self.stats.render_ms = (time.perf_counter() - start) * 1e3
         self.stats.render_calls += 1
+        self.stats.backend = out.backend
+        self.stats.resolution = size
         frame = Frame(image=image, num_gaussians=shown.num_gaussians, key=self._frame_key(state))
         return _RenderedFrame(frame, depth, alpha, cam2world, K_norm, index)
 
@@ -351,7 +412,8 @@ class Engine:
 
     # ------------------------------------------------------------------ reporting
     def backend_name(self) -> str:
-        return backend_report(self.device) if self.backend == "auto" else self.backend
+        """The rasterizer frames use, in words (a viewer's frames need no gradient)."""
+        return backend_report(self.device, needs_grad=False) if self.backend == "auto" else self.backend
 
     def device_name(self) -> str:
         if self.device.type == "cuda":
@@ -362,6 +424,218 @@ class Engine:
         if self.device.type == "cuda":
             return torch.cuda.memory_allocated(self.device) / 2**20
         return None
+
+
+def framing(gaussians: Gaussians) -> tuple[tuple[float, float, float], float]:
+    """(centre, radius) of the sphere around the model: the centre of the box holding the visible
+    foreground Gaussians' extents (mean +- 2 sigma along the longest axis, 0.5 % trimmed at each end),
+    the radius holding `FRAMING_QUANTILE` of them. (0, 0) when nothing is visible."""
+    g = gaussians.foreground()
+    with torch.inference_mode():
+        means, opacity = g.means.float().cpu(), g.opacities.float().cpu()
+        if means.numel() == 0:
+            return (0.0, 0.0, 0.0), 0.0
+        visible = opacity >= FRAMING_MIN_OPACITY
+        if int(visible.sum()) >= 8:
+            means, reach = means[visible], 2 * g.scales.float().cpu()[visible].amax(-1)
+        else:
+            reach = 2 * g.scales.float().cpu().amax(-1)
+        reach = reach.clamp(max=float(means.std(0).norm()) + 1e-6)  # a huge faint blob is not the head
+        lo = torch.quantile(means - reach[:, None], 1 - FRAMING_QUANTILE, dim=0)
+        hi = torch.quantile(means + reach[:, None], FRAMING_QUANTILE, dim=0)
+        centre = (lo + hi) / 2
+        radius = torch.quantile((means - centre).norm(dim=-1) + reach, FRAMING_QUANTILE)
+    return tuple(float(v) for v in centre), float(radius)
+
+
+def cpu_threads_now(most: int) -> int:
+    """How many PyTorch threads pay off on the CPU right now: the cores that no other runnable task
+    holds (from /proc/loadavg's count of runnable tasks, which includes the caller), at least 1, at most
+    `most`. Each parallel PyTorch op waits for its slowest thread, and a thread that shares its core
+    with another busy process waits a scheduler time slice, milliseconds, per op: with the cores busy,
+    one thread is several times faster than two. Where /proc is missing: `most`."""
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return most
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(most, cores - (running - 1)))
+
+
+class _intra_op_threads:
+    """Context manager: torch.set_num_threads(n) inside (n None: unchanged), the old value after."""
+
+    def __init__(self, n: int | None):
+        self.n, self.old = n, None
+
+    def __enter__(self):
+        if self.n is not None and self.n != torch.get_num_threads():
+            self.old = torch.get_num_threads()
+            torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            torch.set_num_threads(self.old)
+
+
+# ---------------------------------------------------------------------------- rendering in a thread
+@dataclass
+class FrameResult:
+    """What the worker hands back for one frame request: the frame, or the error that stopped it."""
+
+    key: Hashable  # the engine's frame key of the state rendered
+    state: ExplorerState  # that state (a preview's has its reduced resolution)
+    preview: bool  # rendered at a reduced resolution while the view moves
+    frame: Frame | None = None
+    error: str | None = None  # "TypeName: message" of an exception, else None
+    seconds: float = 0.0  # wall time of the request, generator included
+    generator_ran: bool = False
+    finished: float = 0.0  # time.perf_counter() when it was done
+
+
+@dataclass
+class JobResult:
+    """A one-off job's outcome (`RenderWorker.submit`): its value, or the exception it raised."""
+
+    done: Callable[["JobResult"], None] | None
+    value: Any = None
+    error: BaseException | None = None
+
+
+class RenderWorker:
+    """An engine in a thread of its own: the UI asks, the worker renders, the UI picks the frame up.
+
+    `request(state)` replaces any request not started yet (a newer state makes an older one stale);
+    the worker always renders the latest. `poll()` returns the newest finished frame, once.
+    Exceptions are caught and handed back in the result, like StyleGAN3's visualizer does, so the UI
+    can show them and carry on. `submit(fn, done)` runs fn(engine) once, before any frame waiting
+    (clicks, screenshots: things the user asked for once), and `finished_jobs()` hands back the
+    outcomes so that the UI thread calls `done` with them. The engine keeps its own lock, so a
+    recording thread can share it.
+    """
+
+    def __init__(self, engine: Engine, name: str = "gsgan-render"):
+        self.engine = engine
+        self._cv = threading.Condition()
+        self._request: tuple[ExplorerState, bool, Hashable] | None = None
+        self._jobs: deque[tuple[Callable[[Engine], Any], Callable | None]] = deque()
+        self._result: FrameResult | None = None
+        self._finished: list[JobResult] = []
+        self._active: Hashable | None = None  # key of the frame being rendered now
+        self._job_running = False
+        self._closed = False
+        self.requested = 0  # frame requests made
+        self.dropped = 0  # ... replaced by a newer one before they started
+        self.delivered = 0  # ... rendered (or failed) and handed back
+        self.history: deque[tuple[int, bool, float]] = deque(maxlen=512)  # (resolution, preview, seconds)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ the UI's side
+    def request(self, state: ExplorerState, preview: bool = False) -> Hashable:
+        """Asks for the frame of `state` (a snapshot is taken); returns its key."""
+        snapshot = state.copy()
+        key = self.engine.frame_key(snapshot)
+        with self._cv:
+            if self._request is not None:
+                self.dropped += 1
+            self._request = (snapshot, preview, key)
+            self.requested += 1
+            self._cv.notify()
+        return key
+
+    def submit(self, fn: Callable[[Engine], Any], done: Callable[[JobResult], None] | None = None) -> None:
+        with self._cv:
+            self._jobs.append((fn, done))
+            self._cv.notify()
+
+    def poll(self) -> FrameResult | None:
+        """The newest frame finished since the last poll, or None."""
+        with self._cv:
+            result, self._result = self._result, None
+            return result
+
+    def finished_jobs(self) -> list[JobResult]:
+        with self._cv:
+            finished, self._finished = self._finished, []
+            return finished
+
+    def pending(self) -> Hashable | None:
+        """The key of the frame waiting or being rendered, or None."""
+        with self._cv:
+            return self._request[2] if self._request is not None else self._active
+
+    @property
+    def idle(self) -> bool:
+        with self._cv:
+            return (self._request is None and self._active is None and not self._jobs and not self._job_running
+                    and self._result is None and not self._finished)
+
+    def wait_idle(self, timeout: float = 30.0) -> bool:
+        """Waits until nothing is queued or running (results may wait to be polled); False on timeout."""
+        deadline = time.perf_counter() + timeout
+        with self._cv:
+            while self._request is not None or self._active is not None or self._jobs or self._job_running:
+                left = deadline - time.perf_counter()
+                if left <= 0:
+                    return False
+                self._cv.wait(left)
+            return True
+
+    def close(self, timeout: float = 10.0) -> None:
+        with self._cv:
+            self._closed = True
+            self._request = None
+            self._jobs.clear()
+            self._cv.notify_all()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    # ------------------------------------------------------------------ the worker's side
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._closed and self._request is None and not self._jobs:
+                    self._cv.wait()
+                if self._closed:
+                    return
+                if self._jobs:
+                    job, request = self._jobs.popleft(), None
+                    self._job_running = True
+                else:
+                    job, request = None, self._request
+                    self._request = None
+                    self._active = request[2]
+            if job is not None:
+                outcome = JobResult(job[1])
+                try:
+                    outcome.value = job[0](self.engine)
+                except Exception as err:  # handed to the UI, which says so
+                    outcome.error = err
+                with self._cv:
+                    self._finished.append(outcome)
+                    self._job_running = False
+                    self._cv.notify_all()
+                continue
+            state, preview, key = request
+            result = FrameResult(key=key, state=state, preview=preview)
+            calls = self.engine.stats.generator_calls
+            start = time.perf_counter()
+            try:
+                result.frame = self.engine.frame(state)
+                result.key = result.frame.key
+            except Exception as err:  # shown in the status bar; the worker keeps going
+                result.error = f"{type(err).__name__}: {err}"
+            result.finished = time.perf_counter()
+            result.seconds = result.finished - start
+            result.generator_ran = self.engine.stats.generator_calls != calls
+            with self._cv:
+                self._result = result
+                self._active = None
+                self.delivered += 1
+                self.history.append((int(state.render.resolution), preview, result.seconds))
+                self._cv.notify_all()
 
 
 def describe(info: CheckpointInfo) -> dict[str, Any]:
