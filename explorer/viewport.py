@@ -59,7 +59,7 @@ class Viewport:
         self.shown: FrameResult | None = None  # the frame on screen
         self._wanted = None  # key of the frame last asked for
         self._failed = None  # key of a frame that failed (not asked for again until the state changes)
-        self.full_frame_ms = 0.0  # time of the last full-resolution frame (generator included if it ran)
+        self.full_frame_ms = 0.0  # time of the last full-resolution frame a camera move cost (no generator)
         self._camera = None
         self._camera_moved = -math.inf  # time.perf_counter() of the last camera change
         self._delivered: deque[float] = deque()  # when each of the recent frames arrived
@@ -81,6 +81,7 @@ class Viewport:
             dpg.add_mouse_move_handler(callback=self._on_move)
             dpg.add_mouse_release_handler(callback=self._on_release)
             dpg.add_mouse_wheel_handler(callback=self._on_wheel)
+            dpg.add_key_press_handler(callback=lambda *_: self.app.touched())
 
     def _texture(self, size: int) -> int | str:
         """The raw texture of `size` pixels (one per size: a preview does not replace the full one)."""
@@ -152,8 +153,8 @@ class Viewport:
             return
         if app.status.startswith("render error"):
             app.set_status("")
-        if not result.preview:
-            self.full_frame_ms = result.seconds * 1e3
+        if not result.preview and result.render_ms is not None:  # what a camera move costs: no generator
+            self.full_frame_ms = result.render_ms if result.generator_ran else result.seconds * 1e3
         self._show(result.frame.image)
         self.shown = result
 
@@ -246,19 +247,23 @@ class Viewport:
         return mx - x0, my - y0, x0 <= mx < x1 and y0 <= my < y1
 
     def _on_click(self, sender, button) -> None:
+        self.app.touched()
         x, y, inside = self._mouse()
         if inside and dpg.is_item_hovered("view"):
             self.press(button, x, y)
 
     def _on_move(self, sender, data) -> None:
+        self.app.touched()
         if self.button is not None:
             x, y, _ = self._mouse()
             self.move(x, y)
 
     def _on_release(self, sender, button) -> None:
+        self.app.touched()
         x, y, _ = self._mouse()
         self.release(button, x, y)
 
     def _on_wheel(self, sender, steps) -> None:
+        self.app.touched()
         if dpg.is_item_hovered("view"):
             self.wheel(steps)

@@ -21,6 +21,8 @@ from .viewport import RATE_WINDOW, VIEW_SIZE, Viewport
 
 READOUT_EVERY = 5  # frames between refreshes of the panels' readouts
 MAX_UI_HZ = 60.0  # the UI loop sleeps to stay under this: it must not take the renderer's cores
+IDLE_UI_HZ = 15.0  # ... and under this when nothing moves (drawing the window costs CPU: Xvfb draws in software)
+IDLE_AFTER = 1.0  # seconds without input, animation or pending frames before the loop slows down
 P = TypeVar("P", bound=Panel)
 
 
@@ -35,6 +37,7 @@ class ExplorerApp:
         self.frames_drawn = 0  # UI loops so far
         self._last_time = time.perf_counter()
         self._loops: deque[float] = deque()  # when the recent UI loops ran
+        self.last_input = time.perf_counter()  # the mouse or keyboard last did something
 
     def panel(self, kind: type[P]) -> P:
         return next(p for p in self.panels if isinstance(p, kind))
@@ -109,12 +112,22 @@ class ExplorerApp:
         """Nothing left to do: the current state's frame is on screen and the worker is idle."""
         return self.viewport.settled()
 
+    def touched(self) -> None:
+        """Input arrived (the mouse and keyboard handlers call this): the loop runs at full rate."""
+        self.last_input = time.perf_counter()
+
+    def busy(self) -> bool:
+        """Whether the loop should run at full rate: recent input, a moving view, work in flight."""
+        if time.perf_counter() - self.last_input < IDLE_AFTER or self.viewport.moving:
+            return True
+        return not self.settled() or any(panel.working() for panel in self.panels)
+
     def run(self) -> None:
         while dpg.is_dearpygui_running():
             start = time.perf_counter()
             self.step()
             dpg.render_dearpygui_frame()
-            spare = 1.0 / MAX_UI_HZ - (time.perf_counter() - start)
+            spare = 1.0 / (MAX_UI_HZ if self.busy() else IDLE_UI_HZ) - (time.perf_counter() - start)
             if spare > 0:
                 time.sleep(spare)
         self.close()

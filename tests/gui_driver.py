@@ -103,7 +103,7 @@ def slow_frames(app: ExplorerApp, result: dict) -> None:
 
     app.engine.frame = slow
     full = app.state.render.resolution
-    edit(app, "camera", yaw=0.0)
+    edit(app, "camera", yaw=0.123)  # a view not rendered yet
     settle(app)  # one slow full frame: the view now knows full frames are slow
     history = len(app.worker.history)
     dropped = app.worker.dropped
@@ -339,6 +339,12 @@ def main() -> int:
         frames(3)
         iio.imwrite(args.screenshot, framebuffer(app))
     else:
+        # Idle (settled, no input for a while) the loop slows down; input brings it back at once.
+        settle(app)
+        app.last_input = time.perf_counter() - 10
+        result["busy_when_idle"] = app.busy()
+        app.touched()
+        result["busy_after_input"] = app.busy()
         slow_frames(app, result)
     (out / "result.json").write_text(json.dumps(result, indent=1))
     app.close()

@@ -79,6 +79,8 @@ def test_explorer_window_under_xvfb(tmp_path):
     recent = json.loads((tmp_path / "config" / "gsgan" / "recent.json").read_text())
     assert recent == [str(checkpoint.resolve())]
 
+    assert not r["busy_when_idle"] and r["busy_after_input"], "the UI loop slows down only when idle"
+
     # With an engine whose frames take 0.5 s (the driver's SLOW_FRAME): ...
     # ... the yaw wraps: 7 radians of drag leave it, and the slider, inside -180..180 degrees;
     assert -math.pi <= r["yaw_after_long_drag"] <= math.pi

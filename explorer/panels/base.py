@@ -98,6 +98,10 @@ class Panel:
         """Whether this panel moves the view by itself now (the view then renders previews)."""
         return False
 
+    def working(self) -> bool:
+        """Whether this panel has work in flight whose progress it shows (the UI keeps its full rate)."""
+        return self.animating()
+
     def refresh(self) -> None:
         """Readouts, every few frames."""
 

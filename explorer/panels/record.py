@@ -96,6 +96,9 @@ class RecordPanel(Panel):
         except Exception as err:  # shown in the status bar; the app keeps running
             job.error = f"recording failed: {type(err).__name__}: {err}"
 
+    def working(self) -> bool:
+        return self.job is not None and self.job.running
+
     def cancel(self) -> None:
         if self.job is not None and self.job.running:
             self.job.cancel.set()

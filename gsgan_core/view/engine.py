@@ -491,6 +491,7 @@ class FrameResult:
     error: str | None = None  # "TypeName: message" of an exception, else None
     seconds: float = 0.0  # wall time of the request, generator included
     generator_ran: bool = False
+    render_ms: float | None = None  # the rasterizer's part (None: the frame came from the cache)
     finished: float = 0.0  # time.perf_counter() when it was done
 
 
@@ -620,7 +621,7 @@ class RenderWorker:
                 continue
             state, preview, key = request
             result = FrameResult(key=key, state=state, preview=preview)
-            calls = self.engine.stats.generator_calls
+            calls, renders = self.engine.stats.generator_calls, self.engine.stats.render_calls
             start = time.perf_counter()
             try:
                 result.frame = self.engine.frame(state)
@@ -630,6 +631,8 @@ class RenderWorker:
             result.finished = time.perf_counter()
             result.seconds = result.finished - start
             result.generator_ran = self.engine.stats.generator_calls != calls
+            if self.engine.stats.render_calls != renders:
+                result.render_ms = self.engine.stats.render_ms
             with self._cv:
                 self._result = result
                 self._active = None
