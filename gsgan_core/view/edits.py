@@ -94,10 +94,9 @@ def display_edits(raw: Gaussians, levels: LevelState, colour_by_level: bool) -> 
         if levels.scale <= 0:
             raise ConfigError(f"scale multiplier must be positive, got {levels.scale}")
         g = replace(g, log_scales=g.log_scales + math.log(levels.scale))
-    mask = shown_mask(raw.level, levels)
-    if bool(mask.all()):  # every Gaussian shown: no copy (parents stay as they are)
-        return g, torch.arange(mask.numel(), device=mask.device)
-    index = mask.nonzero().squeeze(-1)
+    if levels.mode == "all" and levels.background:  # every Gaussian shown: no mask, no copy
+        return g, torch.arange(raw.num_gaussians, device=raw.level.device)
+    index = shown_mask(raw.level, levels).nonzero().squeeze(-1)
     return g.select(index), index
 
 

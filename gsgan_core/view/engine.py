@@ -263,7 +263,7 @@ class Engine:
         G = self._require_generator()
         _sync(self.device)
         start = time.perf_counter()
-        with torch.inference_mode(), _intra_op_threads(self._threads()):
+        with torch.inference_mode(), _intra_op_threads(self._threads()):  # (a no-op inside frame())
             ws = self.ws(latent)
             if self._graphed is not None:
                 out = self._graphed(ws)  # a clone: the graph's buffers are reused by the next call
@@ -279,7 +279,7 @@ class Engine:
         return out.scene(0)
 
     def _threads(self) -> int | None:
-        """PyTorch threads for the generator now (None: leave them as they are)."""
+        """PyTorch threads for the generator and a frame's tensor work now (None: leave them as they are)."""
         if self.device.type != "cpu":
             return None
         if self.generator_threads == "auto":
@@ -341,7 +341,7 @@ class Engine:
     # ------------------------------------------------------------------ frames
     def frame(self, state: ExplorerState) -> Frame:
         """The image for `state`: from the cache if nothing it depends on changed."""
-        with self._lock:
+        with self._lock, _intra_op_threads(self._threads()):
             shown, index = self.shown_gaussians(state)
             rendered = self._frames.get(self._frame_key(state), lambda: self._render(shown, index, state))
             self._last_frame = rendered
@@ -380,7 +380,7 @@ class Engine:
 
     def render_image(self, state: ExplorerState) -> np.ndarray:  # [H, W, 3] uint8
         """One frame, bypassing the frame cache (recording: every frame differs anyway)."""
-        with self._lock:
+        with self._lock, _intra_op_threads(self._threads()):
             shown, index = self.shown_gaussians(state)
             return self._render(shown, index, state).frame.image
 
