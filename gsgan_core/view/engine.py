@@ -115,8 +115,8 @@ class Engine:
     """Turns an `ExplorerState` into frames, recomputing only what changed.
 
     `device`: where the generator and rasterizer run. `generator_threads` (CPU only): PyTorch's
-    intra-op threads while the generator runs, or "auto" (`cpu_threads_now`: one thread while other
-    work keeps the cores busy). `precision` (CUDA only; the rasterizer
+    intra-op threads while the engine works (the generator, a frame's tensor work), or "auto"
+    (`cpu_threads`: half the cores, 1 on a 2-core machine). `precision` (CUDA only; the rasterizer
     always gets float32): "fp32", "tf32" (TF32 matmuls, a process-wide torch switch) or "bf16"
     (autocast of the synthesis). `cuda_graph`: replay the synthesis as one CUDA graph
     (`GraphedSynthesis`; at batch 1 kernel launches cost more than the kernels); falls back to
@@ -283,7 +283,7 @@ class Engine:
         if self.device.type != "cpu":
             return None
         if self.generator_threads == "auto":
-            return cpu_threads_now(torch.get_num_threads())
+            return cpu_threads(torch.get_num_threads())
         return max(1, int(self.generator_threads))
 
     # ------------------------------------------------------------------ edits after the generator
@@ -448,19 +448,15 @@ def framing(gaussians: Gaussians) -> tuple[tuple[float, float, float], float]:
     return tuple(float(v) for v in centre), float(radius)
 
 
-def cpu_threads_now(most: int) -> int:
-    """How many PyTorch threads pay off on the CPU right now: the cores that no other runnable task
-    holds (from /proc/loadavg's count of runnable tasks, which includes the caller), at least 1, at most
-    `most`. Each parallel PyTorch op waits for its slowest thread, and a thread that shares its core
-    with another busy process waits a scheduler time slice, milliseconds, per op: with the cores busy,
-    one thread is several times faster than two. Where /proc is missing: `most`."""
-    try:
-        with open("/proc/loadavg") as f:
-            running = int(f.read().split()[3].split("/")[0])
-    except (OSError, ValueError, IndexError):
-        return most
+def cpu_threads(most: int) -> int:
+    """PyTorch threads for the engine's work on the CPU: half the cores this process may use (at least
+    1, at most `most`). Each parallel PyTorch op waits for its slowest thread, and a thread that shares
+    its core with another busy process waits a scheduler time slice, milliseconds, per op. Measured on
+    the 2-core machine with other jobs running (2026-12-02, demo checkpoint): the generator took 430-470 ms
+    with 2 threads and 87-92 ms with 1; on a quiet machine 2 threads would save about a third of those
+    90 ms. The other half of the cores stays with the UI thread and the rest of the machine."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(most, cores - (running - 1)))
+    return max(1, min(most, cores // 2))
 
 
 class _intra_op_threads:
