@@ -207,10 +207,12 @@ class Engine:
         camera = camera_from_orbit_pose(pose)
         if self.generator is None:
             return camera
-        with self._lock:
-            if self._framing is None or self._framing[0] != self._generation:
-                self._framing = (self._generation, framing(self.gaussians(LatentState())))
-            centre, extent = self._framing[1]
+        framed = self._framing
+        if framed is None or framed[0] != self._generation:  # once per model (the lock only then:
+            with self._lock:  # a UI's reset button must not wait for a frame being rendered)
+                framed = (self._generation, framing(self.gaussians(LatentState())))
+                self._framing = framed
+        centre, extent = framed[1]
         if extent <= 0:
             return camera
         radius = FRAMING_MARGIN * extent / math.sin(math.radians(camera.fov_deg) / 2)
