@@ -71,7 +71,7 @@ def parse_resolution(value: int, flag: str = "--resolution") -> int:
     """A frame size within the renderer's limits (`view.state.RESOLUTION_RANGE`)."""
     from gsgan_core.view.state import check_resolution
 
-    return check_resolution(value, flag)
+    return check_resolution(parse_number(value, flag, integer=True), flag)
 
 
 def parse_colour(text: str, flag: str = "--background") -> tuple[float, float, float]:

@@ -257,7 +257,7 @@ def _assert_refused(path, *words):
         with pytest.raises(CheckpointError) as caught:
             reader(path)
         message = str(caught.value)
-        assert str(path) in message and all(w in message for w in words), message
+        assert str(path) in message and all(w in message for w in words) and "\n" not in message, message
 
 
 @pytest.mark.parametrize("edit, words", [
@@ -276,6 +276,11 @@ def _assert_refused(path, *words):
     (_set_json("config", "up_ratio", 0), ["'config'", "up_ratio"]),
     (_set_json("config", "mapping_layers", 10**9), ["'config'", "mapping_layers"]),
     (_set_json("camera", "pivot", None), ["'camera'", "pivot"]),
+    # found by tests/test_fuzz_checkpoint.py:
+    (_set_json("camera", "pivot", [0, 0, 10**400]), ["'camera'", "pivot[2]", "finite"]),  # was OverflowError
+    (_set_json("config", "background_radius", 1e-300), ["'config'", "background_radius", "float32"]),  # log(0)
+    (_set_json("config", "background_radius", 1e300), ["'config'", "background_radius", "float32"]),  # overflow
+    (_set_json("config", "bad\nkey", 1), ["'config'", "bad\\nkey"]),  # a newline made the message two lines
     (lambda h: h["__metadata__"].update(config="[1, 2]"), ["'config'", "JSON object", "list"]),
     (lambda h: h["__metadata__"].update(format_version=2), ["format_version", "string"]),
     (lambda h: h["__metadata__"].update(architecture={"x": 1}), ["architecture", "string"]),
@@ -295,7 +300,8 @@ def test_official_architecture_configs_are_checked_too(tmp_path):
     save_checkpoint(path, build_generator(preset("gsgan-tiny")))
     assert load_checkpoint(path)[1].config.architecture == "gsgan"
     for field, value in (("num_heads", 0), ("channels", [32, -32, 16, 16]), ("background_channels", -16),
-                         ("pe_res", 0), ("knn_k", None), ("xyz_output_scale", "0.1"), ("mapping_layers", 0)):
+                         ("pe_res", 0), ("knn_k", None), ("xyz_output_scale", "0.1"), ("mapping_layers", 0),
+                         ("scale_init", 1e300)):  # (the last was RuntimeError from torch.full, found by fuzzing)
         _assert_refused(_edit_header(path, tmp_path / f"{field}.safetensors", _set_json("config", field, value)),
                         "'config'", field)
 

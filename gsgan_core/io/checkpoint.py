@@ -54,6 +54,7 @@ _MAX_CONFIG_DEPTH = 256  # mapping_layers, level0_layers, transformer_layers
 _MAX_LEVELS = 16
 _MAX_GAUSSIANS = 1 << 31
 _DEPTH_FIELDS = ("mapping_layers", "level0_layers", "transformer_layers")
+_F32 = torch.finfo(torch.float32)
 
 
 @dataclass
@@ -112,44 +113,46 @@ def save_checkpoint(
 def _read_header(path: Path) -> dict[str, Any]:
     """The safetensors JSON header, checked against the file's size, without reading the tensors."""
     if not path.exists():
-        raise CheckpointError(path, "file not found")
+        raise _refusal(path, "file not found")
     if path.is_dir():
-        raise CheckpointError(path, "is a folder, not a generator file")  # as io.open says
+        raise _refusal(path, "is a folder, not a generator file")  # as io.open says
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise CheckpointError(path, f"too short to be a safetensors file ({size} bytes)")
+            raise _refusal(path, f"too short to be a safetensors file ({size} bytes)")
         (header_len,) = struct.unpack("<Q", head)
         if header_len == 0 or header_len > min(_MAX_HEADER_BYTES, size - 8):
             # Not a safetensors header; say what it is if we can tell (without unpickling it).
             if head[:2] == b"PK" or (head[:1] == b"\x80" and 2 <= head[1] <= 5):
-                raise CheckpointError(
+                raise _refusal(
                     path,
                     "is a pickle or a torch.save archive, not a safetensors file; gsgan never unpickles "
                     "files (they can run code). Convert it with the tool that made it, to safetensors.",
                 )
-            raise CheckpointError(path, "is not a safetensors file (its 8-byte header length is invalid), or is truncated")
+            raise _refusal(path, "is not a safetensors file (its 8-byte header length is invalid), or is truncated")
         raw = f.read(header_len)
     try:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise CheckpointError(path, "is not a safetensors file (its header is not JSON)") from None
+        raise _refusal(path, "is not a safetensors file (its header is not JSON)") from None
+    except RecursionError:
+        raise _refusal(path, "is not a safetensors file (its header is JSON nested too deep)") from None
     if not isinstance(header, dict):
-        raise CheckpointError(path, "is not a safetensors file (its header is not a JSON object)")
+        raise _refusal(path, "is not a safetensors file (its header is not a JSON object)")
     metadata = header.get("__metadata__", {})
     if not isinstance(metadata, dict):
-        raise CheckpointError(path, f"header '__metadata__' must be a JSON object, got {_json_type(metadata)}")
+        raise _refusal(path, f"header '__metadata__' must be a JSON object, got {_json_type(metadata)}")
     for key, value in metadata.items():
         if not isinstance(value, str):
-            raise CheckpointError(path, f"metadata '{key}' must be a string, got {_json_type(value)}")
+            raise _refusal(path, f"metadata '{key}' must be a string, got {_json_type(value)}")
     data_end = _check_entries(path, {k: v for k, v in header.items() if k != "__metadata__"})
     if 8 + header_len + data_end > size:
-        raise CheckpointError(
+        raise _refusal(
             path, f"is truncated: the header promises {8 + header_len + data_end} bytes, the file has {size}"
         )
     if 8 + header_len + data_end < size:
-        raise CheckpointError(
+        raise _refusal(
             path, f"has {size - 8 - header_len - data_end} bytes after its last tensor (the header promises "
             f"{8 + header_len + data_end} bytes, the file has {size})"
         )
@@ -163,31 +166,37 @@ def _check_entries(path: Path, entries: dict[str, Any]) -> int:
     for name, entry in entries.items():
         where = f"header entry '{name}'"
         if not isinstance(entry, dict):
-            raise CheckpointError(path, f"{where} must be a JSON object, got {_json_type(entry)}")
+            raise _refusal(path, f"{where} must be a JSON object, got {_json_type(entry)}")
         for key in ("dtype", "shape", "data_offsets"):
             if key not in entry:
-                raise CheckpointError(path, f"{where} has no '{key}'")
+                raise _refusal(path, f"{where} has no '{key}'")
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         if not isinstance(dtype, str) or dtype not in _DTYPE_SIZES:
-            raise CheckpointError(path, f"{where}: 'dtype' {dtype!r} is not a safetensors dtype")
+            raise _refusal(path, f"{where}: 'dtype' {dtype!r} is not a safetensors dtype")
         if not isinstance(shape, list) or not all(_is_int(d) and 0 <= d < 2**63 for d in shape):
-            raise CheckpointError(path, f"{where}: 'shape' must be a list of non-negative integers, got {shape!r}")
+            raise _refusal(path, f"{where}: 'shape' must be a list of non-negative integers, got {shape!r}")
         if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets)
                 or not 0 <= offsets[0] <= offsets[1]):
-            raise CheckpointError(path, f"{where}: 'data_offsets' must be two integers 0 <= begin <= end, "
+            raise _refusal(path, f"{where}: 'data_offsets' must be two integers 0 <= begin <= end, "
                                   f"got {offsets!r}")
         nbytes = math.prod(shape) * _DTYPE_SIZES[dtype]
         if offsets[1] - offsets[0] != nbytes:
-            raise CheckpointError(path, f"{where}: 'data_offsets' {offsets} span {offsets[1] - offsets[0]} bytes; "
+            raise _refusal(path, f"{where}: 'data_offsets' {offsets} span {offsets[1] - offsets[0]} bytes; "
                                   f"{dtype} of shape {shape} needs {nbytes}")
         spans.append((offsets[0], offsets[1], name))
     end = 0
     for begin, stop, name in sorted(spans):
         if begin != end:
             problem = "overlaps the tensor before it" if begin < end else f"leaves a gap of {begin - end} bytes"
-            raise CheckpointError(path, f"header entry '{name}': 'data_offsets' [{begin}, {stop}] {problem}")
+            raise _refusal(path, f"header entry '{name}': 'data_offsets' [{begin}, {stop}] {problem}")
         end = stop
     return end
+
+
+def _refusal(path: Path, problem: str) -> CheckpointError:
+    """The error for `path`; what the file itself says (names, keys, values) is shown with its control
+    characters escaped, so the message stays one line whatever the file holds."""
+    return CheckpointError(path, "".join(c if c.isprintable() else repr(c)[1:-1] for c in problem))
 
 
 def _json_type(value: Any) -> str:
@@ -208,18 +217,18 @@ def _is_int(value: Any) -> bool:
 def _parse_metadata(path: Path, header: dict[str, Any]) -> CheckpointInfo:
     metadata = header.get("__metadata__") or {}  # _read_header checked: a str -> str map
     if metadata.get("format") != FORMAT_NAME:
-        raise CheckpointError(
+        raise _refusal(
             path, "is a safetensors file but not a gsgan generator checkpoint (no 'format: gsgan-generator' metadata)"
         )
     missing = [key for key in REQUIRED_METADATA if key not in metadata]
     if missing:
-        raise CheckpointError(path, f"metadata is missing {missing}")
+        raise _refusal(path, f"metadata is missing {missing}")
     try:
         version = int(metadata["format_version"])
     except ValueError:
-        raise CheckpointError(path, f"format_version {metadata['format_version']!r} is not a number") from None
+        raise _refusal(path, f"format_version {metadata['format_version']!r} is not a number") from None
     if version not in READABLE_VERSIONS:
-        raise CheckpointError(
+        raise _refusal(
             path, f"has format version {version}; this gsgan reads versions {READABLE_VERSIONS} (upgrade gsgan?)"
         )
     parsed = {}
@@ -227,19 +236,20 @@ def _parse_metadata(path: Path, header: dict[str, Any]) -> CheckpointInfo:
         try:
             parsed[key] = json.loads(metadata[key])
         except (json.JSONDecodeError, RecursionError):
-            raise CheckpointError(path, f"metadata '{key}' is not valid JSON") from None
+            raise _refusal(path, f"metadata '{key}' is not valid JSON") from None
         if not isinstance(parsed[key], dict):
-            raise CheckpointError(path, f"metadata '{key}' must be a JSON object, got {_json_type(parsed[key])}")
+            raise _refusal(path, f"metadata '{key}' must be a JSON object, got {_json_type(parsed[key])}")
     architecture = metadata.get("architecture", "lite")
     if architecture not in ARCHITECTURES:
-        raise CheckpointError(path, f"unknown architecture {architecture!r}; this gsgan knows {sorted(ARCHITECTURES)}")
+        raise _refusal(path, f"unknown architecture {architecture!r}; this gsgan knows {sorted(ARCHITECTURES)}")
     config = _config(path, parsed["config"], architecture)
+    _check_fields(path, "camera", parsed["camera"], _CAMERA_FIELDS)  # types first: OrbitPose checks the rest
     try:
         camera = OrbitPose.from_dict(parsed["camera"])
     except CameraError as err:
-        raise CheckpointError(path, f"metadata 'camera' is invalid: {err}") from None
+        raise _refusal(path, f"metadata 'camera' is invalid: {err}") from None
     if metadata["weight_dtype"] not in _WEIGHT_DTYPE_NAMES:
-        raise CheckpointError(path, f"unknown weight_dtype {metadata['weight_dtype']!r}")
+        raise _refusal(path, f"unknown weight_dtype {metadata['weight_dtype']!r}")
     _check_fields(path, "training", parsed["training"], _TRAINING_FIELDS)
     _check_fields(path, "dataset", parsed["dataset"], _DATASET_FIELDS)
     return CheckpointInfo(
@@ -257,6 +267,8 @@ def _parse_metadata(path: Path, header: dict[str, Any]) -> CheckpointInfo:
 _TRAINING_FIELDS = {"kimg": (float, 0), "step": (int, 0), "render_supersample": (int, 1), "imported_from": (str, None),
                     "network": (str, None), "module_sha256": (str, None)}
 _DATASET_FIELDS = {"name": (str, None), "resolution": (int, 1)}
+_CAMERA_FIELDS = {"yaw": (float, None), "pitch": (float, None), "radius": (float, None), "fov_deg": (float, None),
+                  "pivot": (tuple[float, ...], None)}
 
 
 def _check_fields(path: Path, what: str, data: dict[str, Any], fields: dict[str, tuple[type, Any]]) -> None:
@@ -264,39 +276,43 @@ def _check_fields(path: Path, what: str, data: dict[str, Any], fields: dict[str,
         if key in data:
             _typed(path, f"metadata '{what}': {key}", data[key], kind)
             if lowest is not None and data[key] < lowest:
-                raise CheckpointError(path, f"metadata '{what}': {key} must be at least {lowest}, got {data[key]!r}")
+                raise _refusal(path, f"metadata '{what}': {key} must be at least {lowest}, got {data[key]!r}")
             if kind is int and data[key] > _MAX_CONFIG_INT:
-                raise CheckpointError(path, f"metadata '{what}': {key} must be at most {_MAX_CONFIG_INT}, "
+                raise _refusal(path, f"metadata '{what}': {key} must be at most {_MAX_CONFIG_INT}, "
                                       f"got {data[key]!r}")
 
 
-def _typed(path: Path, where: str, value: Any, kind: Any) -> Any:
+def _typed(path: Path, where: str, value: Any, kind: Any, float32: bool = False) -> Any:
     """`value` (from JSON) as the type `kind` of a config field; CheckpointError naming `where` otherwise."""
     if typing.get_origin(kind) is tuple:
         item_kind = typing.get_args(kind)[0]
         if not isinstance(value, list):
-            raise CheckpointError(path, f"{where} must be a list, got {_json_type(value)}")
+            raise _refusal(path, f"{where} must be a list, got {_json_type(value)}")
         if len(value) > _MAX_LEVELS:
-            raise CheckpointError(path, f"{where} has {len(value)} entries; at most {_MAX_LEVELS}")
-        return tuple(_typed(path, f"{where}[{i}]", item, item_kind) for i, item in enumerate(value))
+            raise _refusal(path, f"{where} has {len(value)} entries; at most {_MAX_LEVELS}")
+        return tuple(_typed(path, f"{where}[{i}]", item, item_kind, float32) for i, item in enumerate(value))
     if kind is bool:
         ok = isinstance(value, bool)
     elif kind is int:
         ok = _is_int(value)
         if ok and abs(value) > _MAX_CONFIG_INT:
-            raise CheckpointError(path, f"{where} must be at most {_MAX_CONFIG_INT} in size, got {value}")
+            raise _refusal(path, f"{where} must be at most {_MAX_CONFIG_INT} in size, got {value}")
     elif kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if ok and not math.isfinite(value):
-            raise CheckpointError(path, f"{where} must be a finite number, got {value!r}")
+        if ok and not (abs(value) <= 1e300 and math.isfinite(value)):  # (a JSON integer can be any size)
+            raise _refusal(path, f"{where} must be a finite number, got {_short_repr(value)}")
+        if ok and float32 and not (value == 0 or _F32.tiny <= abs(value) <= _F32.max):
+            # config floats become float32 tensors, or are squared and logged while the network is built
+            raise _refusal(path, f"{where} must be 0 or a float32 magnitude in [{_F32.tiny:.3g}, {_F32.max:.3g}], "
+                                 f"got {_short_repr(value)}")
         value = float(value) if ok else value
     elif kind is str:
         ok = isinstance(value, str)
     else:  # pragma: no cover - a config field of a type this reader does not know
-        raise CheckpointError(path, f"{where}: cannot check a value of type {kind}")
+        raise _refusal(path, f"{where}: cannot check a value of type {kind}")
     if not ok:
         expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[kind]
-        raise CheckpointError(path, f"{where} must be {expected}, got {_json_type(value)}")
+        raise _refusal(path, f"{where} must be {expected}, got {_json_type(value)}")
     return value
 
 
@@ -307,18 +323,19 @@ def _config(path: Path, data: dict[str, Any], architecture: str) -> AnyConfig:
     kinds = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
     unknown = sorted(str(k) for k in data if k not in kinds)
     if unknown:
-        raise CheckpointError(path, f"metadata 'config' has keys that {architecture} generators do not have: "
+        raise _refusal(path, f"metadata 'config' has keys that {architecture} generators do not have: "
                               f"{_short_list(unknown)}")
-    values = {key: _typed(path, f"metadata 'config': {key}", value, kinds[key]) for key, value in data.items()}
+    values = {key: _typed(path, f"metadata 'config': {key}", value, kinds[key], float32=True)
+              for key, value in data.items()}
     for key in _DEPTH_FIELDS:
         if key in values and values[key] > _MAX_CONFIG_DEPTH:
-            raise CheckpointError(path, f"metadata 'config': {key} must be at most {_MAX_CONFIG_DEPTH}, got {values[key]}")
+            raise _refusal(path, f"metadata 'config': {key} must be at most {_MAX_CONFIG_DEPTH}, got {values[key]}")
     try:
         config = config_from_dict(values, architecture)
     except ConfigError as err:
-        raise CheckpointError(path, f"metadata 'config' is not a valid generator config: {err}") from None
+        raise _refusal(path, f"metadata 'config' is not a valid generator config: {err}") from None
     if config.num_gaussians > _MAX_GAUSSIANS:
-        raise CheckpointError(path, f"metadata 'config' describes {config.num_gaussians} Gaussians; at most "
+        raise _refusal(path, f"metadata 'config' describes {config.num_gaussians} Gaussians; at most "
                               f"{_MAX_GAUSSIANS}")
     return config
 
@@ -350,25 +367,25 @@ def load_checkpoint(
             parts.append(f"missing tensors {_short_list(missing)}")
         if unexpected:
             parts.append(f"unexpected tensors {_short_list(unexpected)}")
-        raise CheckpointError(path, "does not match its config: " + "; ".join(parts))
+        raise _refusal(path, "does not match its config: " + "; ".join(parts))
     for name, (shape, dtype) in expected.items():
         if list(stored[name]["shape"]) != shape:
-            raise CheckpointError(
+            raise _refusal(
                 path, f"tensor '{name}' has shape {list(stored[name]['shape'])}, the config needs {shape}"
             )
         want = _WEIGHT_DTYPE_NAMES[info.weight_dtype] if dtype.is_floating_point else _TORCH_DTYPE_NAMES.get(dtype)
         if stored[name]["dtype"] != want:
             saved_as = f"weight_dtype {info.weight_dtype}" if dtype.is_floating_point else "its type"
-            raise CheckpointError(path, f"tensor '{name}' is stored as {stored[name]['dtype']}; the metadata "
+            raise _refusal(path, f"tensor '{name}' is stored as {stored[name]['dtype']}; the metadata "
                                   f"({saved_as}) says it was saved as {want}")
     try:
         tensors = load_file(str(path))
     except Exception as err:  # safetensors raises its own error type for malformed payloads
-        raise CheckpointError(path, f"cannot be read as safetensors: {err}") from None
+        raise _refusal(path, f"cannot be read as safetensors: {err}") from None
     for name, value in tensors.items():
         if value.is_floating_point() and not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
-            raise CheckpointError(path, f"tensor '{name}' holds {bad} values that are not finite (NaN or inf)")
+            raise _refusal(path, f"tensor '{name}' holds {bad} values that are not finite (NaN or inf)")
     generator = build_generator(info.config)
     tensors = {k: v.to(expected[k][1]) for k, v in tensors.items()}
     if info.format_version == 1:
@@ -384,9 +401,9 @@ def _expected_tensors(path: Path, config: AnyConfig) -> dict[str, tuple[list[int
         with torch.device("meta"):
             network = build_generator(config)
     except ConfigError as err:
-        raise CheckpointError(path, f"metadata 'config' is not a valid generator config: {err}") from None
+        raise _refusal(path, f"metadata 'config' is not a valid generator config: {err}") from None
     except Exception as err:  # the checks above should leave nothing for here; still never a traceback
-        raise CheckpointError(path, f"metadata 'config' describes a network that cannot be built "
+        raise _refusal(path, f"metadata 'config' describes a network that cannot be built "
                               f"({type(err).__name__}: {err})") from None
     return {name: (list(value.shape), value.dtype) for name, value in network.state_dict().items()}
 

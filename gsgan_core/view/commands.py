@@ -96,8 +96,7 @@ def _render(args, seeds: list[int]) -> int:
 
 
 def _check_render_args(args, seeds: list[int]) -> None:
-    if args.frames < 1:
-        raise ConfigError(f"--frames must be at least 1, got {args.frames}")
+    parse_number(args.frames, "--frames", 1, integer=True)  # (argparse reads "--frames=--" as [])
     parse_number(args.fps, "--fps", *FPS_RANGE, low_open=True)
     parse_psi(args.psi)
     if args.pitch is not None:
