@@ -223,7 +223,7 @@ def _stop_while_writing(args, folder, signum, script=None):
 @pytest.mark.parametrize("name", ["turn.mp4", "frames.png"])
 def test_render_stopped_by_a_signal_leaves_no_temporary_files(checkpoint, tmp_path, signum, name):
     (tmp_path / ".turn.keep.tmp.mp4").write_text("someone else's, and not this run's")
-    code, err = _stop_while_writing([checkpoint, "--frames", "400", "--resolution", "32", "--out",
+    code, err = _stop_while_writing([checkpoint, "--frames", "5000", "--resolution", "32", "--out",
                                      str(tmp_path / name)], tmp_path, signum)
     assert code == 128 + signum, err
     assert f"stopped by {signal.Signals(signum).name}" in err and "Traceback" not in err
