@@ -392,3 +392,23 @@ def test_trailing_bytes_and_overlapping_tensors_are_refused(tmp_path, saved):
         header[first], header[second] = dict(header[first]), dict(header[second])
         header[second]["data_offsets"] = [0, header[second]["data_offsets"][1] - header[second]["data_offsets"][0]]
     _assert_refused(_edit_header(saved, tmp_path / "overlap.safetensors", overlap), "'data_offsets'")
+
+
+def test_the_explorer_engine_keeps_its_model_when_a_bad_file_is_opened(tmp_path, generator):
+    """The explorer catches GsganError; every bad file must raise one, and the good model must stay."""
+    from gsgan_core.view.engine import interactive_engine
+
+    good = tmp_path / "good.safetensors"
+    save_checkpoint(good, generator, weight_dtype=torch.float16)
+    name = "levels.0.render_head.geometry.weight"
+    bad = [_edit_header(good, tmp_path / "bf16.safetensors", _relabel(name, "BF16")),
+           _edit_header(good, tmp_path / "heads.safetensors", _set_json("config", "num_heads", 0)),
+           _edit_header(good, tmp_path / "null.safetensors", _set_json("training", "kimg", None)),
+           _edit_header(good, tmp_path / "list.safetensors", lambda h: h.update(__metadata__=[1]))]
+    engine = interactive_engine(torch.device("cpu"))
+    engine.load(good)
+    loaded = engine.generator
+    for path in bad:
+        with pytest.raises(CheckpointError, match=str(path.name)):
+            engine.load(path)
+        assert engine.generator is loaded and engine.info.path == str(good)
