@@ -145,7 +145,7 @@ def _read_header(path: Path) -> dict[str, Any]:
         raise _refusal(path, f"header '__metadata__' must be a JSON object, got {_json_type(metadata)}")
     for key, value in metadata.items():
         if not isinstance(value, str):
-            raise _refusal(path, f"metadata '{key}' must be a string, got {_json_type(value)}")
+            raise _refusal(path, f"metadata {_quoted(key)} must be a string, got {_json_type(value)}")
     data_end = _check_entries(path, {k: v for k, v in header.items() if k != "__metadata__"})
     if 8 + header_len + data_end > size:
         raise _refusal(
@@ -164,7 +164,7 @@ def _check_entries(path: Path, entries: dict[str, Any]) -> int:
     overlaps (as safetensors requires); returns where the data ends."""
     spans = []
     for name, entry in entries.items():
-        where = f"header entry '{name}'"
+        where = f"header entry {_quoted(name)}"
         if not isinstance(entry, dict):
             raise _refusal(path, f"{where} must be a JSON object, got {_json_type(entry)}")
         for key in ("dtype", "shape", "data_offsets"):
@@ -172,23 +172,23 @@ def _check_entries(path: Path, entries: dict[str, Any]) -> int:
                 raise _refusal(path, f"{where} has no '{key}'")
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
         if not isinstance(dtype, str) or dtype not in _DTYPE_SIZES:
-            raise _refusal(path, f"{where}: 'dtype' {dtype!r} is not a safetensors dtype")
+            raise _refusal(path, f"{where}: 'dtype' {_short_repr(dtype)} is not a safetensors dtype")
         if not isinstance(shape, list) or not all(_is_int(d) and 0 <= d < 2**63 for d in shape):
-            raise _refusal(path, f"{where}: 'shape' must be a list of non-negative integers, got {shape!r}")
+            raise _refusal(path, f"{where}: 'shape' must be a list of non-negative integers, got {_short_repr(shape)}")
         if (not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets)
                 or not 0 <= offsets[0] <= offsets[1]):
             raise _refusal(path, f"{where}: 'data_offsets' must be two integers 0 <= begin <= end, "
-                                  f"got {offsets!r}")
+                                  f"got {_short_repr(offsets)}")
         nbytes = math.prod(shape) * _DTYPE_SIZES[dtype]
         if offsets[1] - offsets[0] != nbytes:
             raise _refusal(path, f"{where}: 'data_offsets' {offsets} span {offsets[1] - offsets[0]} bytes; "
-                                  f"{dtype} of shape {shape} needs {nbytes}")
+                                  f"{dtype} of shape {_short_repr(shape)} needs {nbytes}")
         spans.append((offsets[0], offsets[1], name))
     end = 0
     for begin, stop, name in sorted(spans):
         if begin != end:
             problem = "overlaps the tensor before it" if begin < end else f"leaves a gap of {begin - end} bytes"
-            raise _refusal(path, f"header entry '{name}': 'data_offsets' [{begin}, {stop}] {problem}")
+            raise _refusal(path, f"header entry {_quoted(name)}: 'data_offsets' [{begin}, {stop}] {problem}")
         end = stop
     return end
 
@@ -208,6 +208,11 @@ def _json_type(value: Any) -> str:
 def _short_repr(value: Any, limit: int = 40) -> str:
     text = json.dumps(value) if isinstance(value, (dict, list, str, int, float, bool, type(None))) else repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _quoted(name: str, limit: int = 60) -> str:
+    """'name' as the file spells it, cut short if long (a key can be megabytes)."""
+    return f"'{name}'" if len(name) <= limit else f"'{name[: limit - 3]}...'"
 
 
 def _is_int(value: Any) -> bool:
@@ -321,7 +326,7 @@ def _config(path: Path, data: dict[str, Any], architecture: str) -> AnyConfig:
     cls = ARCHITECTURES[architecture]
     hints = typing.get_type_hints(cls)
     kinds = {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-    unknown = sorted(str(k) for k in data if k not in kinds)
+    unknown = sorted(_quoted(k) for k in data if k not in kinds)
     if unknown:
         raise _refusal(path, f"metadata 'config' has keys that {architecture} generators do not have: "
                               f"{_short_list(unknown)}")
@@ -366,7 +371,7 @@ def load_checkpoint(
         if missing:
             parts.append(f"missing tensors {_short_list(missing)}")
         if unexpected:
-            parts.append(f"unexpected tensors {_short_list(unexpected)}")
+            parts.append(f"unexpected tensors {_short_list([_quoted(n)[1:-1] for n in unexpected])}")
         raise _refusal(path, "does not match its config: " + "; ".join(parts))
     for name, (shape, dtype) in expected.items():
         if list(stored[name]["shape"]) != shape:
