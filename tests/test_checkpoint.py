@@ -412,3 +412,13 @@ def test_the_explorer_engine_keeps_its_model_when_a_bad_file_is_opened(tmp_path,
         with pytest.raises(CheckpointError, match=str(path.name)):
             engine.load(path)
         assert engine.generator is loaded and engine.info.path == str(good)
+
+
+def test_long_runs_and_unknown_fields_still_load(tmp_path, generator):
+    """The checks refuse what is wrong, not what is merely large or new: a run of 30 million steps, extra
+    fields written by a later gsgan."""
+    path = tmp_path / "long.safetensors"
+    save_checkpoint(path, generator, training={"kimg": 250_000.0, "step": 30_000_000, "future": [1, {"a": None}]},
+                    dataset={"name": "ffhq", "resolution": 64, "sha": "abc"})
+    info = load_checkpoint(path)[1]
+    assert info.training["step"] == 30_000_000 and info.kimg == 250_000.0 and info.dataset["sha"] == "abc"

@@ -268,45 +268,47 @@ def _parse_metadata(path: Path, header: dict[str, Any]) -> CheckpointInfo:
     )
 
 
-# Known entries of 'training' and 'dataset': (type, lowest value); other keys are kept as they are.
-_TRAINING_FIELDS = {"kimg": (float, 0), "step": (int, 0), "render_supersample": (int, 1), "imported_from": (str, None),
-                    "network": (str, None), "module_sha256": (str, None)}
-_DATASET_FIELDS = {"name": (str, None), "resolution": (int, 1)}
-_CAMERA_FIELDS = {"yaw": (float, None), "pitch": (float, None), "radius": (float, None), "fov_deg": (float, None),
-                  "pivot": (tuple[float, ...], None)}
+# Known entries of 'training', 'dataset' and 'camera': (type, lowest, highest); other keys are kept as they are.
+_TRAINING_FIELDS = {"kimg": (float, 0, None), "step": (int, 0, 2**62), "render_supersample": (int, 1, 64),
+                    "imported_from": (str, None, None), "network": (str, None, None),
+                    "module_sha256": (str, None, None)}
+_DATASET_FIELDS = {"name": (str, None, None), "resolution": (int, 1, 1 << 16)}
+_CAMERA_FIELDS = {"yaw": (float, None, None), "pitch": (float, None, None), "radius": (float, None, None),
+                  "fov_deg": (float, None, None), "pivot": (tuple[float, ...], None, None)}
 
 
-def _check_fields(path: Path, what: str, data: dict[str, Any], fields: dict[str, tuple[type, Any]]) -> None:
-    for key, (kind, lowest) in fields.items():
+def _check_fields(path: Path, what: str, data: dict[str, Any], fields: dict[str, tuple[Any, Any, Any]]) -> None:
+    for key, (kind, lowest, highest) in fields.items():
         if key in data:
             _typed(path, f"metadata '{what}': {key}", data[key], kind)
             if lowest is not None and data[key] < lowest:
                 raise _refusal(path, f"metadata '{what}': {key} must be at least {lowest}, got {data[key]!r}")
-            if kind is int and data[key] > _MAX_CONFIG_INT:
-                raise _refusal(path, f"metadata '{what}': {key} must be at most {_MAX_CONFIG_INT}, "
-                                      f"got {data[key]!r}")
+            if highest is not None and data[key] > highest:
+                raise _refusal(path, f"metadata '{what}': {key} must be at most {highest}, "
+                                      f"got {_short_repr(data[key])}")
 
 
-def _typed(path: Path, where: str, value: Any, kind: Any, float32: bool = False) -> Any:
-    """`value` (from JSON) as the type `kind` of a config field; CheckpointError naming `where` otherwise."""
+def _typed(path: Path, where: str, value: Any, kind: Any, config: bool = False) -> Any:
+    """`value` (from JSON) as the type `kind`; CheckpointError naming `where` otherwise. With `config`, also
+    within what a network can be built from: integers up to _MAX_CONFIG_INT, floats of float32 magnitude."""
     if typing.get_origin(kind) is tuple:
         item_kind = typing.get_args(kind)[0]
         if not isinstance(value, list):
             raise _refusal(path, f"{where} must be a list, got {_json_type(value)}")
         if len(value) > _MAX_LEVELS:
             raise _refusal(path, f"{where} has {len(value)} entries; at most {_MAX_LEVELS}")
-        return tuple(_typed(path, f"{where}[{i}]", item, item_kind, float32) for i, item in enumerate(value))
+        return tuple(_typed(path, f"{where}[{i}]", item, item_kind, config) for i, item in enumerate(value))
     if kind is bool:
         ok = isinstance(value, bool)
     elif kind is int:
         ok = _is_int(value)
-        if ok and abs(value) > _MAX_CONFIG_INT:
-            raise _refusal(path, f"{where} must be at most {_MAX_CONFIG_INT} in size, got {value}")
+        if ok and config and abs(value) > _MAX_CONFIG_INT:
+            raise _refusal(path, f"{where} must be at most {_MAX_CONFIG_INT} in size, got {_short_repr(value)}")
     elif kind is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         if ok and not (abs(value) <= 1e300 and math.isfinite(value)):  # (a JSON integer can be any size)
             raise _refusal(path, f"{where} must be a finite number, got {_short_repr(value)}")
-        if ok and float32 and not (value == 0 or _F32.tiny <= abs(value) <= _F32.max):
+        if ok and config and not (value == 0 or _F32.tiny <= abs(value) <= _F32.max):
             # config floats become float32 tensors, or are squared and logged while the network is built
             raise _refusal(path, f"{where} must be 0 or a float32 magnitude in [{_F32.tiny:.3g}, {_F32.max:.3g}], "
                                  f"got {_short_repr(value)}")
@@ -330,7 +332,7 @@ def _config(path: Path, data: dict[str, Any], architecture: str) -> AnyConfig:
     if unknown:
         raise _refusal(path, f"metadata 'config' has keys that {architecture} generators do not have: "
                               f"{_short_list(unknown)}")
-    values = {key: _typed(path, f"metadata 'config': {key}", value, kinds[key], float32=True)
+    values = {key: _typed(path, f"metadata 'config': {key}", value, kinds[key], config=True)
               for key, value in data.items()}
     for key in _DEPTH_FIELDS:
         if key in values and values[key] > _MAX_CONFIG_DEPTH:
