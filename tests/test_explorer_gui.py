@@ -87,7 +87,8 @@ def test_explorer_window_under_xvfb(tmp_path):
     assert r["yaw_widget_after_long_drag"] == pytest.approx(math.degrees(r["yaw_after_long_drag"]), abs=1e-3)
     assert -180 <= r["yaw_widget_after_long_drag"] <= 180
     # ... the UI loop never waits for a frame: it ran all through the drag and the animation;
-    assert r["slowest_ui_loop"] < 0.25, r["slowest_ui_loop"]
+    # (a loop that waited for one would take the whole 0.5 s; the margin is for a loaded machine)
+    assert r["slowest_ui_loop"] < 0.45, r["slowest_ui_loop"]
     assert r["ui_loops_during_drag"] == 35 and r["frames_delivered_during_drag"] <= 6
     assert r["ui_loops_while_animating"] >= 30 and r["yaw_turned_while_animating"] > 0.5
     # ... while the camera moves it renders previews at a reduced resolution, and refines when it stops;
