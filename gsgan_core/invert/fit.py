@@ -6,9 +6,11 @@
             ramp, decaying noise on w), with the camera refined jointly when it was estimated
     w+      every row of ws free, starting from the W solution, with a small pull back toward it
     pti     the generator's synthesis weights tuned on the image with ws fixed (Roich et al. 2022),
-            on a copy: the generator handed in is never modified. A view term keeps the tuned
-            generator's renderings from a few other yaws near the untuned ones, so the head stays a
-            head in 3D rather than a picture painted over the input view.
+            on a copy: the generator handed in is never modified. A view term keeps the head's shape
+            seen from a few other yaws (coverage and depth) as it was before tuning, and the
+            view-dependent colour term stays frozen, so colour corrections are the head's own and
+            carry to every view: the head stays a head in 3D rather than a picture painted over
+            the input view.
 
 Latents are optimised in units of W's spread: w = w_avg + scale * u, with `scale` the standard
 deviation of mapped samples per coordinate, so learning rates mean the same for every checkpoint.
@@ -66,8 +68,10 @@ class InvertSettings:
     alpha_weight: float = 1.0  # |alpha - target alpha|, for RGBA images on generators without background
     perceptual_weight: float = 1.0  # used only when a Perceptual network is given
     wplus_reg: float = 0.02  # mean squared W+ offset from the W solution (in standard deviations)
-    pti_view_weight: float = 0.5  # keep other views of the tuned generator near the untuned ones
+    pti_view_weight: float = 1.0  # keep the head's shape from other views (coverage, depth) as it was
+    pti_view_colour: bool = False  # ... and its colours there too (stiffer: corrections transfer less)
     pti_view_yaws_deg: tuple[float, ...] = (-90.0, -45.0, 45.0, 90.0)  # those views, relative to the input
+    pti_freeze_view_colour: bool = True  # the view-dependent colour term stays as trained
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)  # what RGBA images and renderings are put on
     refine_camera: bool = True  # camera "auto": optimise yaw and pitch with w
     search_yaws: int = 24  # grid over search_yaw_range_deg (a full turn: 15 degree steps)
@@ -168,6 +172,14 @@ def mapping_parameter_names(G: nn.Module) -> set[str]:
     return {name for name, _ in G.named_parameters() if name.startswith(prefixes)}
 
 
+def view_colour_parameter_names(G: nn.Module) -> set[str]:
+    """Names of the parameters through which the camera direction reaches the colours (lite: the view
+    embedding and each render head's view term; official: the view encoder and its affine layer; the
+    official colour layers' view columns share a weight with the rest and stay trainable)."""
+    keys = ("view_embed", "color_view", "encoder_camera_cond", "camera_dep_affine")
+    return {name for name, _ in G.named_parameters() if any(key in name for key in keys)}
+
+
 def has_background(G: nn.Module) -> bool:
     """Whether the generator draws background Gaussians (official GSGAN always does)."""
     return bool(getattr(G.config, "background", True))
@@ -202,7 +214,8 @@ def render_latents(
     resolution: int,
     background: Tensor | tuple = (1.0, 1.0, 1.0),  # [3] or [B, 3]
     backend: str = "auto",
-) -> tuple[Tensor, Tensor]:  # rgb [B, 3, R, R], alpha [B, 1, R, R]
+    depth: bool = False,  # also return the expected depth [B, 1, R, R] (0 where nothing is drawn)
+) -> tuple[Tensor, ...]:  # rgb [B, 3, R, R], alpha [B, 1, R, R] (, depth)
     """The generator's heads for `ws`, each seen from its camera (view-dependent colour included)."""
     B = ws.shape[0]
     cam2world, K_norm = cam2world.to(ws), K_norm.to(ws)
@@ -211,7 +224,8 @@ def render_latents(
     viewmats, Ks = to_rasterizer(cam2world, K_norm, resolution, resolution, camera_model=G.config.camera_model)
     bg = torch.as_tensor(background, dtype=ws.dtype, device=ws.device).reshape(-1, 1, 3).expand(B, 1, 3)
     out = render(gaussians, viewmats[:, None], Ks[:, None], resolution, resolution, background=bg, backend=backend)
-    return out.rgb[:, 0].permute(0, 3, 1, 2), out.alpha[:, 0].permute(0, 3, 1, 2)
+    planes = (out.rgb, out.alpha, out.depth) if depth else (out.rgb, out.alpha)
+    return tuple(x[:, 0].permute(0, 3, 1, 2) for x in planes)
 
 
 def latent_gaussians(G: nn.Module, ws: Tensor, cam2world: Tensor | None = None) -> Gaussians:
@@ -348,7 +362,7 @@ def _fit_w(
     u: Tensor,  # [B, w_dim] start
     labels: Tensor | None,  # [B, 25] fixed cameras, or None: orbit cameras from yaw/pitch
     yaw: Tensor | None, pitch: Tensor | None,  # [B] radians
-    learn_camera: bool, lr_camera_scale: float = 1.0, repeat: int = 1,
+    learn_camera: bool, lr_camera_scale: float = 1.0, repeat: int = 1, noise_scale: float = 1.0,
 ) -> tuple[Tensor, Tensor | None, Tensor | None, list[float], Tensor]:
     """Adam on u (and the camera), StyleGAN2-projector style. Returns u, yaw, pitch, history, last loss [B]."""
     s, G = problem.settings, problem.G
@@ -364,7 +378,7 @@ def _fit_w(
     if labels is not None:
         cam2world_fixed, K_fixed = labels_to_cameras(labels.to(u))
     generator = torch.Generator(device=u.device).manual_seed(s.seed + 1)
-    noise_total = s.noise * math.sqrt(u.shape[-1])  # StyleGAN2: noise x the total std of w
+    noise_total = s.noise * math.sqrt(u.shape[-1]) * noise_scale  # StyleGAN2: noise x the total std of w
     history: list[float] = []
     last = torch.zeros(u.shape[0], device=u.device)
     for step in range(1, steps + 1):
@@ -544,7 +558,8 @@ def fit_latents(
             yaw, pitch, u, losses["search"] = _search(problem, session)
         u, yaw, pitch, losses["w"], final["w"] = _fit_w(
             problem, session, "w", settings.w_steps, target.resolution, u, labels, yaw, pitch,
-            learn_camera=auto and settings.refine_camera)
+            learn_camera=auto and settings.refine_camera,
+            noise_scale=0.25 if auto else 1.0)  # after the search: near a fit already, explore less
         w = w_avg.to(device) + scale * u
         if auto:
             cam2world, K_norm = problem.orbit(yaw, pitch)
@@ -591,6 +606,8 @@ def tune_generator(
     resolution = target.resolution
     tuned = copy.deepcopy(G).eval()
     frozen = mapping_parameter_names(tuned)
+    if settings.pti_freeze_view_colour:
+        frozen |= view_colour_parameter_names(tuned)
     params = []
     for name, p in tuned.named_parameters():
         p.requires_grad_(name not in frozen)
@@ -604,19 +621,25 @@ def tune_generator(
         view_c2w = torch.stack(views)  # [V, 4, 4]
         view_K = K_norm.expand(len(views), 3, 3)
         with torch.no_grad():
-            ref_rgb, ref_alpha = render_latents(G, ws.expand(len(views), -1, -1), view_c2w, view_K, resolution,
-                                                problem.background, settings.backend)
+            ref_rgb, ref_alpha, ref_depth = render_latents(G, ws.expand(len(views), -1, -1), view_c2w, view_K,
+                                                           resolution, problem.background, settings.backend, depth=True)
         all_c2w, all_K = torch.cat([cam2world, view_c2w]), torch.cat([K_norm, view_K])
+        depth_unit = max(float(prior.radius), 1e-6)  # depth differences in units of the camera distance
     history: list[float] = []
     last = float("nan")
     with torch.enable_grad():
         for step in range(1, settings.pti_steps + 1):
             session.check_cancel("pti", step)
             if use_views:
-                rgb_all, alpha_all = render_latents(tuned, ws.expand(len(all_c2w), -1, -1), all_c2w, all_K, resolution,
-                                                    problem.background, settings.backend)
+                rgb_all, alpha_all, depth_all = render_latents(tuned, ws.expand(len(all_c2w), -1, -1), all_c2w, all_K,
+                                                               resolution, problem.background, settings.backend,
+                                                               depth=True)
                 rgb, alpha = rgb_all[:1], alpha_all[:1]
-                keep = (rgb_all[1:] - ref_rgb).abs().mean() + (alpha_all[1:] - ref_alpha).abs().mean()
+                both = torch.minimum(alpha_all[1:], ref_alpha).detach()  # depth where both draw something
+                keep = (alpha_all[1:] - ref_alpha).abs().mean() + (
+                    both * (depth_all[1:] - ref_depth).abs()).mean() / depth_unit
+                if settings.pti_view_colour:
+                    keep = keep + (rgb_all[1:] - ref_rgb).abs().mean()
             else:
                 rgb, alpha = render_latents(tuned, ws, cam2world, K_norm, resolution, problem.background,
                                             settings.backend)
