@@ -109,8 +109,9 @@ class ExplorerApp:
         return (len(loops) - 1) / max(loops[-1] - loops[0], 1e-6) if len(loops) > 1 else 0.0
 
     def settled(self) -> bool:
-        """Nothing left to do: the current state's frame is on screen and the worker is idle."""
-        return self.viewport.settled()
+        """Nothing left to do: the current state's frame is on screen, the worker is idle and no panel
+        has work waiting (e.g. level shares to measure once the view is still)."""
+        return self.viewport.settled() and not any(panel.working() for panel in self.panels)
 
     def touched(self) -> None:
         """Input arrived (the mouse and keyboard handlers call this): the loop runs at full rate."""
@@ -120,7 +121,7 @@ class ExplorerApp:
         """Whether the loop should run at full rate: recent input, a moving view, work in flight."""
         if time.perf_counter() - self.last_input < IDLE_AFTER or self.viewport.moving:
             return True
-        return not self.settled() or any(panel.working() for panel in self.panels)
+        return not self.settled()
 
     def run(self) -> None:
         while dpg.is_dearpygui_running():

@@ -118,7 +118,7 @@ class LevelsPanel(Panel):
         selected = self.value.selected
         dpg.set_value("levels.selection", NO_SELECTION if selected is None
                       else f"selected level-0 Gaussian {selected} and its subtree")
-        key = (engine.frame_key(state)[0][0], state.camera)  # (model and latent, camera)
+        key = self._key()
         if self.measure and key != self._shares_key and key != self._measuring and not self.app.viewport.moving:
             self._measuring = key
             snapshot = state.copy()
@@ -126,14 +126,30 @@ class LevelsPanel(Panel):
             def done(outcome, key=key) -> None:
                 if self._measuring == key:
                     self._measuring = None
-                if outcome.error is not None:
+                if outcome.error is not None:  # not measured for this key; shown as such, not retried
+                    self.shares, self._shares_key = None, key
                     self.app.set_status(f"measuring the levels failed: {type(outcome.error).__name__}: {outcome.error}")
                 else:
                     self.shares, self._shares_key = outcome.value, key
-                    self._show_shares()
+                self._show_shares()
 
             self.app.worker.submit(lambda engine: engine.level_shares(snapshot), done)
         self._show_shares()
+
+    def _key(self):
+        """What the shares depend on: (model and latent, camera)."""
+        state = self.app.state
+        return (self.app.engine.frame_key(state)[0][0], state.camera)
+
+    def working(self) -> bool:
+        """Shares are asked for and not yet measured for the current view (waiting for it to be still,
+        or in the worker)."""
+        if not (self.measure and self.app.engine.loaded):
+            return False
+        try:
+            return self._key() != self._shares_key
+        except Exception:  # a generator swapped mid-call: the next refresh decides
+            return True
 
     def _show_shares(self) -> None:
         shares = self.shares if self.measure else None
