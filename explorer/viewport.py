@@ -63,6 +63,9 @@ class Viewport:
         self._camera = None
         self._camera_moved = -math.inf  # time.perf_counter() of the last camera change
         self._delivered: deque[float] = deque()  # when each of the recent frames arrived
+        self.overlay: np.ndarray | None = None  # an image a panel shows instead of frames (a fit in progress)
+        self._overlay_note = ""  # ... and the caption under it
+        self._overlay_new = False
         self.button: int | None = None  # the mouse button held down on the view
         self._start = self._last = (0.0, 0.0)
         self._dragged = False
@@ -102,6 +105,20 @@ class Viewport:
             self._texture_size = size
         self.upload_ms = (time.perf_counter() - start) * 1e3
 
+    def show_overlay(self, image: np.ndarray, note: str) -> None:
+        """Shows `image` ([R, R, 3] uint8) instead of frames, until `clear_overlay`; no frames are asked
+        for meanwhile (the work that makes the overlay gets the machine)."""
+        if image is not self.overlay:
+            self.overlay, self._overlay_new = image, True
+        self._overlay_note = note
+
+    def clear_overlay(self) -> None:
+        if self.overlay is None:
+            return
+        self.overlay, self._overlay_note = None, ""
+        if self.shown is not None and self.shown.frame is not None:
+            self._show(self.shown.frame.image)
+
     # ------------------------------------------------------------------ per frame
     @property
     def moving(self) -> bool:
@@ -128,6 +145,11 @@ class Viewport:
         result = worker.poll()
         if result is not None:
             self._take(result)
+        if self.overlay is not None:
+            if self._overlay_new:
+                self._show(self.overlay)
+                self._overlay_new = False
+            return
         if not app.engine.loaded:
             return
         if app.state.camera != self._camera:
@@ -155,7 +177,8 @@ class Viewport:
             app.set_status("")
         if not result.preview and result.render_ms is not None:  # what a camera move costs: no generator
             self.full_frame_ms = result.render_ms if result.generator_ran else result.seconds * 1e3
-        self._show(result.frame.image)
+        if self.overlay is None:
+            self._show(result.frame.image)
         self.shown = result
 
     def frames_per_second(self) -> float:
@@ -177,6 +200,9 @@ class Viewport:
 
     def caption(self) -> None:
         """Describes the frame asked for, so it follows every frame (unlike the panels' readouts)."""
+        if self.overlay is not None:
+            dpg.set_value("view.caption", self._overlay_note)
+            return
         latent, camera, render = self.app.state.latent, self.app.state.camera, self.app.state.render
         shown = self.shown
         note = ""
@@ -184,8 +210,9 @@ class Viewport:
             note = f"  (preview {shown.state.render.resolution}px)"
         elif self.app.worker.pending() is not None:
             note = "  (rendering...)"
+        b = latent.latent_b or str(latent.seed_b)
         dpg.set_value("view.caption", f"seed {latent.seed_a}"
-                      + (f" -> {latent.seed_b} @ {latent.interp:.2f}" if latent.interp else "")
+                      + (f" -> {b} @ {latent.interp:.2f}" if latent.interp else "")
                       + f"  psi {latent.psi:.2f}  yaw {wrapped_degrees(camera.yaw):.0f} pitch {math.degrees(camera.pitch):.0f}"
                       + f"  {render.resolution}px {render.mode}" + note)
 

@@ -26,7 +26,7 @@ import dearpygui.dearpygui as dpg
 import imageio.v3 as iio
 import numpy as np
 
-from explorer.panels import LevelsPanel, RecordPanel
+from explorer.panels import InvertPanel, LevelsPanel, RecordPanel
 from explorer.viewport import VIEW_SIZE
 from explorer.window import ExplorerApp
 from gsgan_core.view.engine import Engine
@@ -152,11 +152,141 @@ def slow_frames(app: ExplorerApp, result: dict) -> None:
     app.engine.frame = frame
 
 
+def view_psnr(image: np.ndarray, target: np.ndarray) -> float:
+    mse = float(np.mean((image.astype(np.float64) - target.astype(np.float64)) ** 2))
+    return 10 * np.log10(255.0**2 / max(mse, 1e-12))
+
+
+def inversion(app: ExplorerApp, out: Path, result: dict) -> None:
+    """The Invert panel, as a user would use it: a bad path, then a photo of a head this model draws
+    (seed 7, at the checkpoint's camera, with its label file) inverted with PTI while the view shows
+    the fit; then the result in the Latent panel, the tuned generator, save and open, and a cancel."""
+    from gsgan_core.cameras import cameras_to_labels
+    from gsgan_core.invert import label_json
+    from gsgan_core.view.viewer_camera import camera_from_orbit_pose
+
+    engine = app.engine
+    resolution = engine.generator.config.image_resolution
+    pose = engine.info.camera
+    photo = ExplorerState(latent=replace(app.state.latent, seed_a=7, psi=1.0, interp=0.0),
+                          camera=camera_from_orbit_pose(pose), render=RenderSettings(resolution=resolution))
+    target = engine.frame(photo).image
+    iio.imwrite(out / "photo.png", target)
+    (out / "photo.json").write_text(label_json(cameras_to_labels(*pose.cameras()), "photo.png"))
+    base = engine.generator
+
+    dpg.set_value("invert.image", str(out / "missing.png"))
+    press_button("invert.start")
+    result["invert_missing_status"] = dpg.get_value("status")
+
+    dpg.set_value("invert.image", str(out / "photo.png"))
+    dpg.set_value("invert.camera", str(out / "photo.json"))
+    dpg.set_value("invert.mode", "pti")
+    dpg.set_value("invert.steps", 8)
+    panel = app.panel(InvertPanel)
+    press_button("invert.start")
+    ui_frames, overlay_frames, captions, previews = 0, 0, set(), set()
+    deadline = time.time() + 180
+    while panel.working() and time.time() < deadline:
+        app.step()
+        dpg.render_dearpygui_frame()
+        ui_frames += 1
+        if app.viewport.overlay is not None:
+            overlay_frames += 1
+            captions.add(dpg.get_value("view.caption").split(":")[0])
+            previews.add(id(app.viewport.overlay))
+        time.sleep(0.01)
+    result["invert_ui_frames"] = ui_frames
+    result["invert_overlay_frames"] = overlay_frames
+    result["invert_previews_shown"] = len(previews)
+    result["invert_captions"] = sorted(captions)
+    settle(app)
+    frames_ = 0
+    while frames_ < 3:
+        app.step()
+        dpg.render_dearpygui_frame()
+        frames_ += 1
+    result["invert_status"] = dpg.get_value("status")
+    latent = app.state.latent
+    result["invert_latent"] = [latent.latent_b, latent.interp, latent.psi]
+    result["invert_overlay_after"] = app.viewport.overlay is not None
+    result["invert_b_items"] = dpg.get_item_configuration("latent.latent_b")["items"]
+    result["invert_b_widget"] = dpg.get_value("latent.latent_b")
+    result["invert_camera_is_fit"] = app.state.camera == camera_from_orbit_pose(panel.results[latent.latent_b].pose)
+    result["invert_tuned_in_use"] = engine.generator is not base
+    result["invert_tuned_checkbox"] = [dpg.is_item_shown("invert.use_tuned"), dpg.get_value("invert.use_tuned")]
+    fitted = engine.frame(app.state).image
+    iio.imwrite(out / "fitted.png", fitted)
+    result["invert_fit_psnr"] = view_psnr(fitted, target)
+    result["invert_view_matches_engine"] = bool(np.array_equal(app.viewport.shown.frame.image, fitted))
+    seed_only = app.state.copy()
+    seed_only.latent = replace(latent, interp=0.0)
+    result["invert_seed_a_psnr"] = view_psnr(engine.frame(seed_only).image, target)
+
+    # The Latent panel: halfway from seed A to it, then truncated.
+    widget_callback("latent.interp", 0.5)
+    settle(app)
+    halfway = engine.frame(app.state).image
+    widget_callback("latent.psi", 0.3)
+    settle(app)
+    truncated = engine.frame(app.state).image
+    result["invert_halfway_change"] = float(np.abs(halfway.astype(np.int16) - fitted).mean())
+    result["invert_truncation_change"] = float(np.abs(truncated.astype(np.int16) - halfway).mean())
+    widget_callback("latent.psi", 1.0)
+    widget_callback("latent.interp", 1.0)
+
+    # Back to the checkpoint's generator, and to the tuned one.
+    widget_callback("invert.use_tuned", False)
+    result["invert_untuned_is_base"] = engine.generator is base
+    settle(app)
+    untuned = engine.frame(app.state).image
+    result["invert_untuned_psnr"] = view_psnr(untuned, target)
+    widget_callback("invert.use_tuned", True)
+    result["invert_retuned"] = engine.generator is not base
+
+    # Save, then open again: the same latent (same name: a name never changes its ws).
+    saved = out / "inverted.safetensors"
+    dpg.set_value("invert.file", str(saved))
+    press_button("invert.save")
+    result["invert_save_status"] = dpg.get_value("status")
+    result["invert_saved"] = saved.exists()
+    widget_callback("latent.latent_b", "seed B")
+    press_button("invert.open")
+    result["invert_open_status"] = dpg.get_value("status")
+    result["invert_reopened_latent"] = app.state.latent.latent_b
+    dpg.set_value("invert.file", str(out / "photo.png"))
+    press_button("invert.open")
+    result["invert_open_bad_status"] = dpg.get_value("status")
+
+    # A long one, cancelled once it has started: nothing is added, the view comes back.
+    dpg.set_value("invert.mode", "w+")
+    dpg.set_value("invert.steps", 5000)
+    press_button("invert.start")
+    deadline = time.time() + 60
+    while (panel.job.report is None) and time.time() < deadline:
+        app.step()
+        dpg.render_dearpygui_frame()
+        time.sleep(0.01)
+    press_button("invert.cancel")
+    deadline = time.time() + 60
+    while panel.working() and time.time() < deadline:
+        app.step()
+        dpg.render_dearpygui_frame()
+        time.sleep(0.01)
+    settle(app)
+    app.step()
+    dpg.render_dearpygui_frame()
+    result["invert_cancel_status"] = dpg.get_value("status")
+    result["invert_overlay_after_cancel"] = app.viewport.overlay is not None
+    result["invert_latents_after_cancel"] = list(engine.latents)
+
+
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("checkpoint")
     p.add_argument("out")
     p.add_argument("--screenshot", default=None)
+    p.add_argument("--invert", action="store_true", help="load, then drive the Invert panel only")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -193,6 +323,11 @@ def main() -> int:
     result["default_camera_is_framed"] = app.state.camera == app.engine.default_camera()
     result["default_pivot"] = list(app.state.camera.pivot)
     settle(app)
+    if args.invert:
+        inversion(app, out, result)
+        (out / "result.json").write_text(json.dumps(result, indent=1))
+        app.close()
+        return 0
     frames(2)
     # Every line of the Checkpoint panel's text fits the panel (nothing clipped).
     panel_width = dpg.get_item_rect_size("panels")[0]

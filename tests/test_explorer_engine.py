@@ -148,6 +148,34 @@ def test_interpolation_endpoints_are_the_seeds(engine):
     assert (middle - ends[0.0][0]).abs().max() > 1e-4 and (middle - ends[1.0][0]).abs().max() > 1e-4
 
 
+def test_a_held_latent_is_latent_b(engine):
+    """An inversion's ws as B: at interp 1 and psi 1 exactly those ws; psi truncates them toward w_avg
+    as seeds are; names are unique per ws; a latent of another shape is refused."""
+    from gsgan_core.models.generator import truncate
+    from gsgan_core.models.hierarchy import w_avg_of
+
+    config = engine.generator.config
+    ws = torch.randn(1, config.num_ws, config.w_dim, generator=torch.Generator().manual_seed(4))
+    name = engine.add_latent("inverted x", ws)
+    assert name == "inverted x" and engine.add_latent("inverted x", ws.clone()) == name  # same ws, same name
+    assert engine.add_latent("inverted x", ws + 1) == "inverted x (2)"
+    state = fresh_state(engine)
+    edit(state, "latent", latent_b=name, interp=1.0, psi=1.0)
+    torch.testing.assert_close(engine.ws(state.latent), ws)
+    expected = engine.generator.synthesize(ws).scene(0).means
+    torch.testing.assert_close(engine.gaussians(state.latent).means, expected)
+    edit(state, "latent", psi=0.5, cutoff=3)
+    torch.testing.assert_close(engine.ws(state.latent), truncate(ws, w_avg_of(engine.generator), 0.5, 3))
+    edit(state, "latent", psi=1.0, cutoff=0, interp=0.5)
+    seed_a = engine.ws(LatentState(seed_a=state.latent.seed_a, psi=1.0))
+    torch.testing.assert_close(engine.ws(state.latent), (seed_a + ws) / 2)
+    with pytest.raises(ConfigError, match="shape"):
+        engine.add_latent("too short", ws[:, :-1])
+    edit(state, "latent", latent_b="never added")
+    with pytest.raises(ConfigError, match="never added"):
+        engine.frame(state)
+
+
 def test_mixing_and_directions_change_the_output(engine):
     state = fresh_state(engine)
     base = engine.gaussians(state.latent).means.clone()

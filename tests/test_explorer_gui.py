@@ -103,6 +103,52 @@ def test_explorer_window_under_xvfb(tmp_path):
     assert delivered < 1 / 0.5 + 0.5, r["performance_text"]  # at most ~2 frames/s at 0.5 s each
 
 
+def test_invert_panel_under_xvfb(tmp_path):
+    """A photo of a head the model draws, inverted (PTI) in the window: the fit shows in the view while
+    the UI keeps running, the result becomes latent B at the fitted camera, and it can be interpolated,
+    truncated, viewed with or without the tuned generator, saved, opened again, and cancelled."""
+    if shutil.which("xvfb-run") is None:
+        pytest.fail("xvfb-run is missing: run `bash scripts/setup.sh --xvfb` (bash scripts/test.sh does)")
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_checkpoint(checkpoint, random_generator("tiny"), dataset={"name": "unit", "resolution": 64})
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    out = tmp_path / "out"
+    run = subprocess.run(
+        ["xvfb-run", "-a", "-s", "-screen 0 1280x900x24", sys.executable, str(DRIVER), str(checkpoint), str(out),
+         "--invert"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert run.returncode == 0, f"driver failed:\n{run.stdout}\n{run.stderr}"
+    r = json.loads((out / "result.json").read_text())
+
+    assert "cannot invert" in r["invert_missing_status"] and "missing.png" in r["invert_missing_status"]
+    # While it ran: the UI looped, the view showed the fit (previews of every stage) with a caption.
+    assert r["invert_ui_frames"] >= 10 and r["invert_overlay_frames"] >= 5, r
+    assert r["invert_previews_shown"] >= 3, r
+    assert r["invert_captions"] and all(c.startswith("fitting photo.png") for c in r["invert_captions"]), r
+    assert "inverted" in r["invert_status"] and "latent B" in r["invert_status"], r["invert_status"]
+    name = r["invert_latent"][0]
+    assert name == "inverted photo" and r["invert_latent"][1:] == [1.0, 1.0]
+    assert not r["invert_overlay_after"] and r["invert_view_matches_engine"]
+    # It joined the Latent panel's B choices, at the camera of the fit, with the tuned generator in use.
+    assert r["invert_b_items"] == ["seed B", name] and r["invert_b_widget"] == name
+    assert r["invert_camera_is_fit"]
+    assert r["invert_tuned_in_use"] and r["invert_tuned_checkbox"] == [True, True]
+    # The fit is the photo's head: closer to it than seed A, and tuning helped.
+    assert r["invert_fit_psnr"] > r["invert_seed_a_psnr"] + 1.0, r
+    assert r["invert_fit_psnr"] >= r["invert_untuned_psnr"] - 0.1, r
+    assert r["invert_untuned_is_base"] and r["invert_retuned"]
+    # Interpolating from seed A to it and truncating it change the view.
+    assert r["invert_halfway_change"] > 0.5 and r["invert_truncation_change"] > 0.5, r
+    # Saved and opened again: the same latent, the same name.
+    assert r["invert_saved"] and "wrote" in r["invert_save_status"]
+    assert r["invert_reopened_latent"] == name and "opened" in r["invert_open_status"]
+    assert "could not open" in r["invert_open_bad_status"] and "photo.png" in r["invert_open_bad_status"]
+    # Cancelled: said so, nothing added, the view is the state's again.
+    assert "cancelled" in r["invert_cancel_status"], r["invert_cancel_status"]
+    assert not r["invert_overlay_after_cancel"] and r["invert_latents_after_cancel"] == [name]
+
+
 def test_no_display_gives_a_clear_message(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     run = subprocess.run(

@@ -1,5 +1,6 @@
-"""Latent panel: seeds A and B, W-space interpolation (with a ping-pong animation), truncation,
-per-level mixing (take a level's w from B) and the principal directions of W. Writes `state.latent`."""
+"""Latent panel: seeds A and B (or an inverted latent as B), W-space interpolation (with a ping-pong
+animation), truncation, per-level mixing (take a level's w from B) and the principal directions of W.
+Writes `state.latent`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from .base import SLIDER_WIDTH, Panel
 ANIMATE_SPEED = 0.5  # interpolation sweeps (0 -> 1) per second
 NUM_DIRECTION_SLIDERS = 5
 MAX_SEED = 2**31 - 1
+SEED_B = "seed B"  # the B combo's first entry; the others are latents the engine holds (inversions)
 
 
 class LatentPanel(Panel):
@@ -24,6 +26,7 @@ class LatentPanel(Panel):
         self.animate = False  # ping-pong `interp` between 0 and 1
         self._phase = 0.0
         self._shape = (-1, -1)  # (mixable parts, directions) the dynamic widgets were made for
+        self._held: tuple[str, ...] = ()  # the engine's latents the B combo lists
 
     def build_widgets(self) -> None:
         for name in ("a", "b"):
@@ -33,6 +36,8 @@ class LatentPanel(Panel):
                 dpg.add_button(label="random", tag=f"latent.random_{name}",
                                callback=lambda s, a, u: self.update(**{u: random.randrange(2**31)}),
                                user_data=f"seed_{name}")
+        self.field(dpg.add_combo, "latent_b", items=[SEED_B], label="B is", width=SLIDER_WIDTH,
+                   to_widget=lambda v: v or SEED_B, from_widget=lambda v: "" if v == SEED_B else v)
         self.field(dpg.add_slider_float, "interp", label="A -> B (W)", min_value=0.0, max_value=1.0, width=SLIDER_WIDTH)
         self.toggle("latent.animate", "animate", "animate (ping-pong)")
         self.field(dpg.add_slider_float, "psi", label="psi", min_value=0.0, max_value=1.0, width=SLIDER_WIDTH)
@@ -64,6 +69,14 @@ class LatentPanel(Panel):
                            max_value=5.0, width=SLIDER_WIDTH, parent="latent.directions")
         num_ws = engine.generator.config.num_ws if engine.loaded else 1
         dpg.configure_item("latent.cutoff", max_value=num_ws)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """B's choices: seed B and every latent the engine holds (inversions)."""
+        held = tuple(self.app.engine.latents)
+        if held != self._held:
+            self._held = held
+            dpg.configure_item("latent.latent_b", items=[SEED_B, *held])
 
     def animating(self) -> bool:
         return self.animate

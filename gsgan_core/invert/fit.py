@@ -40,6 +40,7 @@ from gsgan_core.cameras import OrbitPose, camera_forward, cameras_to_labels, fov
     orbit_camera, to_rasterizer
 from gsgan_core.errors import ConfigError
 from gsgan_core.gaussians import Gaussians
+from gsgan_core.models.hierarchy import w_avg_of
 from gsgan_core.render import render
 
 from .losses import PIXEL_LOSSES, Perceptual, image_loss
@@ -158,14 +159,6 @@ class LatentFit:
 
 
 # ====================================================================== the generator's side
-def w_avg_of(G: nn.Module) -> Tensor:
-    """The tracked average w [w_dim]: `G.mapping.w_avg` (lite) or `G.mapping_network.w_avg` (official)."""
-    mapping = getattr(G, "mapping_network", None)
-    if not isinstance(mapping, nn.Module):
-        mapping = G.mapping
-    return mapping.w_avg
-
-
 def mapping_parameter_names(G: nn.Module) -> set[str]:
     """Names of the mapping network's parameters (left alone by PTI: ws are fixed there)."""
     prefixes = ("mapping_network.", "mapping.")

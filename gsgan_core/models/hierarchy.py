@@ -71,3 +71,12 @@ def hierarchy_indices(config) -> tuple[Tensor, Tensor]:  # either architecture's
         levels.append(torch.full((n,), BACKGROUND_LEVEL))
         parents.append(torch.full((n,), -1))
     return torch.cat(levels).long(), torch.cat(parents).long()
+
+
+def w_avg_of(G: torch.nn.Module) -> Tensor:
+    """The tracked average w [w_dim] of either architecture: `G.mapping.w_avg` (lite) or
+    `G.mapping_network.w_avg` (official)."""
+    mapping = getattr(G, "mapping_network", None)
+    if not isinstance(mapping, torch.nn.Module):
+        mapping = G.mapping
+    return mapping.w_avg

@@ -39,7 +39,7 @@ from gsgan_core.models.generator import Generator
 from gsgan_core.render import backend_report, render
 
 from .edits import depth_colours, display_edits, shown_mask
-from .latent import conditioning_label, edited_ws, mixable_parts, principal_directions
+from .latent import check_latent, conditioning_label, edited_ws, mixable_parts, principal_directions
 from .state import RENDER_MODES, CameraState, ExplorerState, LatentState, check_resolution
 from .viewer_camera import camera_from_orbit_pose, viewer_cameras
 
@@ -153,6 +153,7 @@ class Engine:
         self.direction_stds: Tensor | None = None  # [k] standard deviation of w along each
         self._generation = 0  # bumps on every load so cache keys of another model never match
         self._c: Tensor | None = None  # [1, c_dim] conditioning label for pose-conditioned mappings
+        self.latents: dict[str, Tensor] = {}  # held latents [1, num_ws, w_dim] (CPU) by name: LatentState.latent_b
         self._raw = _LRU(8)
         self._shown = _LRU(8)
         self._frames = _LRU(4)
@@ -198,6 +199,21 @@ class Engine:
             for cache in (self._raw, self._shown, self._frames, self._shares):
                 cache.clear()
             self._last_frame = None
+
+    def add_latent(self, name: str, ws: Tensor) -> str:
+        """Holds `ws` [1, num_ws, w_dim] (e.g. an inversion) under a name that `LatentState.latent_b`
+        can point to; returns the name used ("name (2)" etc. if taken: a name never changes its ws,
+        so cache keys stay true). The latents outlive loads; one that does not fit the model is refused."""
+        ws = ws.detach().float().cpu().reshape(1, *ws.shape[-2:]).clone()
+        with self._lock:
+            if self.generator is not None:
+                check_latent(self.generator, name, ws)
+            unique, n = name, 1
+            while unique in self.latents and not torch.equal(self.latents[unique], ws):
+                n += 1
+                unique = f"{name} ({n})"
+            self.latents[unique] = ws
+            return unique
 
     def default_camera(self) -> CameraState:
         """The checkpoint's view (its yaw, pitch and field of view) framed on the model: the pivot at
@@ -254,7 +270,8 @@ class Engine:
 
     def ws(self, latent: LatentState) -> Tensor:  # [1, num_ws, w_dim]
         """The edited latent: truncation, A->B interpolation, per-level mixing, directions."""
-        return edited_ws(self._require_generator(), latent, self.device, self._c, self.directions, self.direction_stds)
+        return edited_ws(self._require_generator(), latent, self.device, self._c, self.directions, self.direction_stds,
+                         self.latents)
 
     def gaussians(self, latent: LatentState) -> Gaussians:
         """The generator's output for `latent`, unbatched [N, ...] on the engine's device (cached)."""

@@ -1,4 +1,5 @@
-"""What the Latent panel's numbers mean in W space: seeds A and B, truncation, the A -> B line,
+"""What the Latent panel's numbers mean in W space: seeds A and B (or a held latent as B: an
+inversion), truncation, the A -> B line,
 per-level mixing and the principal directions of W. Pure functions of the generator; the engine
 calls them and caches the result.
 """
@@ -12,7 +13,8 @@ from torch import Tensor
 
 from gsgan_core.cameras import OrbitPose, cameras_to_labels
 from gsgan_core.errors import ConfigError
-from gsgan_core.models.generator import Generator, interpolate_ws, mix_levels, z_from_seeds
+from gsgan_core.models.generator import Generator, interpolate_ws, mix_levels, truncate, z_from_seeds
+from gsgan_core.models.hierarchy import w_avg_of
 
 from .state import LatentState
 
@@ -51,11 +53,20 @@ def principal_directions(
     return vh[:k].contiguous(), stds.contiguous()
 
 
+def check_latent(generator: Generator, name: str, ws: Tensor) -> None:
+    """ConfigError unless `ws` [1, num_ws, w_dim] is a latent of `generator`."""
+    shape = (1, generator.config.num_ws, generator.config.w_dim)
+    if tuple(ws.shape) != shape:
+        raise ConfigError(f"latent {name!r} has shape {list(ws.shape)}; this generator's ws are {list(shape)}")
+
+
 def edited_ws(
     generator: Generator, latent: LatentState, device: torch.device,
     c: Tensor | None = None, directions: Tensor | None = None, stds: Tensor | None = None,
+    latents: dict[str, Tensor] | None = None,
 ) -> Tensor:  # [1, num_ws, w_dim]
-    """The edited latent: truncation, A->B interpolation, per-level mixing, directions."""
+    """The edited latent: truncation, A->B interpolation, per-level mixing, directions. B is seed B's
+    latent, or `latents[latent.latent_b]` (an inversion: truncated like a seed's, toward w_avg)."""
     config = generator.config
     parts = mixable_parts(generator)
     if len(latent.take_b) > len(parts):
@@ -64,6 +75,13 @@ def edited_ws(
     cutoff = int(latent.cutoff) if latent.cutoff > 0 else None
     ws_ab = generator.mapping(z, None if c is None else c.expand(2, -1), psi=float(latent.psi), cutoff=cutoff)
     ws_a, ws_b = ws_ab[:1], ws_ab[1:]  # [1, num_ws, w_dim] each
+    if latent.latent_b:
+        held = (latents or {}).get(latent.latent_b)
+        if held is None:
+            raise ConfigError(f"no latent named {latent.latent_b!r} is open")
+        check_latent(generator, latent.latent_b, held)
+        w_avg = w_avg_of(generator)
+        ws_b = truncate(held.to(device=device, dtype=ws_a.dtype), w_avg, float(latent.psi), cutoff)
     ws = interpolate_ws(ws_a, ws_b, float(latent.interp))
     if any(latent.take_b):
         ws = mix_levels(ws, ws_b, list(latent.take_b), config)

@@ -42,6 +42,7 @@ class LatentState:
 
     seed_a: int = 0
     seed_b: int = 1
+    latent_b: str = ""  # B is this latent held by the engine (an inversion, `Engine.add_latent`); "": seed B
     interp: float = 0.0  # position on the straight line from w(A) to w(B) in W space: 0 = A, 1 = B
     psi: float = 0.7  # truncation: 1 = none, 0 = the average w
     cutoff: int = 0  # truncate only ws rows [0, cutoff); 0 = every row
