@@ -245,7 +245,10 @@ def inversion(app: ExplorerApp, out: Path, result: dict) -> None:
     result["invert_retuned"] = engine.generator is not base
 
     # Save, then open again: the same latent (same name: a name never changes its ws).
-    saved = out / "inverted.safetensors"
+    dpg.set_value("invert.file", str(out / "inverted.png"))
+    press_button("invert.save")
+    result["invert_save_bad_status"] = dpg.get_value("status")
+    saved = out / "new folder" / "inverted.safetensors"
     dpg.set_value("invert.file", str(saved))
     press_button("invert.save")
     result["invert_save_status"] = dpg.get_value("status")

@@ -141,7 +141,8 @@ def test_invert_panel_under_xvfb(tmp_path):
     # Interpolating from seed A to it and truncating it change the view.
     assert r["invert_halfway_change"] > 0.5 and r["invert_truncation_change"] > 0.5, r
     # Saved and opened again: the same latent, the same name.
-    assert r["invert_saved"] and "wrote" in r["invert_save_status"]
+    assert "could not save" in r["invert_save_bad_status"] and "inverted.png" in r["invert_save_bad_status"]
+    assert r["invert_saved"] and "wrote" in r["invert_save_status"]  # into a folder it made
     assert r["invert_reopened_latent"] == name and "opened" in r["invert_open_status"]
     assert "could not open" in r["invert_open_bad_status"] and "photo.png" in r["invert_open_bad_status"]
     # Cancelled: said so, nothing added, the view is the state's again.

@@ -21,6 +21,7 @@ from gsgan_core.invert import (
     MODES, InversionCancelled, InversionProgress, InversionResult, InvertSettings, load_image, load_inversion,
     read_label,
 )
+from gsgan_core.view.video import check_output
 from gsgan_core.view.viewer_camera import camera_from_orbit_pose
 
 from .base import Panel
@@ -269,7 +270,7 @@ class InvertPanel(Panel):
             self.app.set_status("nothing to save: invert an image or open an inversion first")
             return
         try:
-            written = found[1].save(path)
+            written = found[1].save(check_output(path, (".safetensors",)))  # makes the folder
         except GsganError as err:
             self.app.set_status(f"could not save: {err}")
             return
