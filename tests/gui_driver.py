@@ -185,7 +185,7 @@ def inversion(app: ExplorerApp, out: Path, result: dict) -> None:
     dpg.set_value("invert.steps", 8)
     panel = app.panel(InvertPanel)
     press_button("invert.start")
-    ui_frames, overlay_frames, captions, previews = 0, 0, set(), set()
+    ui_frames, overlay_frames, captions, previews, inset_ok = 0, 0, set(), set(), []
     deadline = time.time() + 180
     while panel.working() and time.time() < deadline:
         app.step()
@@ -193,6 +193,10 @@ def inversion(app: ExplorerApp, out: Path, result: dict) -> None:
         ui_frames += 1
         if app.viewport.overlay is not None:
             overlay_frames += 1
+            side = resolution // 3  # the photo, shrunk, in the top-right corner of the fit
+            corner = app.viewport.overlay[1:side + 1, resolution - side - 1:resolution - 1]
+            pick = np.arange(side) * resolution // side
+            inset_ok.append(bool(np.array_equal(corner, target[pick][:, pick])))
             captions.add(dpg.get_value("view.caption").split(":")[0])
             previews.add(id(app.viewport.overlay))
         time.sleep(0.01)
@@ -200,6 +204,7 @@ def inversion(app: ExplorerApp, out: Path, result: dict) -> None:
     result["invert_overlay_frames"] = overlay_frames
     result["invert_previews_shown"] = len(previews)
     result["invert_captions"] = sorted(captions)
+    result["invert_inset_shows_the_photo"] = bool(inset_ok) and all(inset_ok)
     settle(app)
     frames_ = 0
     while frames_ < 3:

@@ -124,7 +124,7 @@ def test_invert_panel_under_xvfb(tmp_path):
     assert "cannot invert" in r["invert_missing_status"] and "missing.png" in r["invert_missing_status"]
     # While it ran: the UI looped, the view showed the fit (previews of every stage) with a caption.
     assert r["invert_ui_frames"] >= 10 and r["invert_overlay_frames"] >= 5, r
-    assert r["invert_previews_shown"] >= 3, r
+    assert r["invert_previews_shown"] >= 3 and r["invert_inset_shows_the_photo"], r
     assert r["invert_captions"] and all(c.startswith("fitting photo.png") for c in r["invert_captions"]), r
     assert "inverted" in r["invert_status"] and "latent B" in r["invert_status"], r["invert_status"]
     name = r["invert_latent"][0]

@@ -28,6 +28,29 @@ from .base import Panel
 
 DEFAULT_STEPS = 100  # per stage; the command line's default is 200 (a GUI user can watch and stop early)
 PREVIEW_EVERY = 5  # steps between the fit's images in the view
+INSET_SHARE = 3  # the photo beside the fit: a third of the view's side, top right
+
+
+def photo_on(target, background: tuple[float, float, float]) -> np.ndarray:  # -> [R, R, 3] uint8
+    """The target as the fit sees it: RGB, transparent pixels on `background`."""
+    import torch
+
+    rgb = target.composite(torch.tensor(background, dtype=torch.float32))[0]  # [3, R, R]
+    return (rgb.permute(1, 2, 0).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+
+
+def with_inset(image: np.ndarray, inset: np.ndarray | None, share: int = INSET_SHARE) -> np.ndarray:
+    """`image` [R, R, 3] with `inset` shrunk to 1/share of its side in the top-right corner, framed."""
+    if inset is None:
+        return image
+    size = image.shape[0]
+    side = max(size // share, 4)
+    rows = (np.arange(side) * inset.shape[0] // side)[:, None]  # nearest-neighbour shrink
+    cols = (np.arange(side) * inset.shape[1] // side)[None, :]
+    out = image.copy()
+    out[: side + 2, size - side - 2:] = 0  # a dark frame
+    out[1: side + 1, size - side - 1: size - 1] = inset[rows, cols]
+    return out
 
 
 @dataclass
@@ -40,6 +63,9 @@ class InversionJob:
     report: InversionProgress | None = None  # the latest progress report
     preview: np.ndarray | None = None  # [R, R, 3] uint8: the fit's latest image
     previews: int = 0  # how many previews arrived
+    photo: np.ndarray | None = None  # [R, R, 3] uint8: the image as fitted (on the fit's background)
+    shown: np.ndarray | None = None  # the preview last composed ...
+    composed: np.ndarray | None = None  # ... with the photo as an inset
     result: InversionResult | None = None
     error: str | None = None  # why it stopped without a result
     thread: threading.Thread | None = None
@@ -69,7 +95,9 @@ class InvertPanel(Panel):
         self._base = None  # (generator, info) of the checkpoint while a tuned generator is in use
 
     def build_widgets(self) -> None:
-        dpg.add_input_text(tag="invert.image", width=-1, hint="photo.png (square; FFHQ-style crop for faces)")
+        with dpg.group(horizontal=True):
+            dpg.add_button(label="Image...", callback=lambda: dpg.show_item("invert.image_dialog"))
+            dpg.add_input_text(tag="invert.image", width=-1, hint="photo.png (square; FFHQ-style crop for faces)")
         with dpg.group(horizontal=True):
             dpg.add_input_text(tag="invert.camera", default_value="auto", width=200,
                                hint="auto, or a label / dataset.json")
@@ -91,6 +119,22 @@ class InvertPanel(Panel):
             dpg.add_input_text(tag="invert.file", default_value="out/inversion.safetensors", width=240)
             dpg.add_button(label="Save", tag="invert.save", callback=lambda: self.save(dpg.get_value("invert.file")))
             dpg.add_button(label="Open", tag="invert.open", callback=lambda: self.open(dpg.get_value("invert.file")))
+            dpg.add_button(label="...", callback=lambda: dpg.show_item("invert.file_dialog"))
+
+    def build_popups(self) -> None:
+        def chosen(tag: str):
+            def callback(sender, app_data, user_data=None) -> None:
+                if app_data and app_data.get("file_path_name"):
+                    dpg.set_value(tag, app_data["file_path_name"])
+            return callback
+
+        with dpg.file_dialog(directory_selector=False, show=False, tag="invert.image_dialog", width=640, height=420,
+                             callback=chosen("invert.image")):
+            dpg.add_file_extension("Images{.png,.jpg,.jpeg,.webp,.bmp,.tif,.tiff}", color=(120, 220, 120, 255))
+            dpg.add_file_extension(".*")
+        with dpg.file_dialog(directory_selector=False, show=False, tag="invert.file_dialog", width=640, height=420,
+                             callback=chosen("invert.file")):
+            dpg.add_file_extension(".safetensors", color=(120, 220, 120, 255))
 
     # ------------------------------------------------------------------ running an inversion
     def start(self) -> None:
@@ -116,7 +160,7 @@ class InvertPanel(Panel):
         except GsganError as err:
             app.set_status(f"cannot invert: {err}")
             return
-        job = InversionJob(image=image, mode=mode)
+        job = InversionJob(image=image, mode=mode, photo=photo_on(target, settings.background))
         job.thread = threading.Thread(target=self._run, args=(job, G, info, target, camera, settings),
                                       name="gsgan-inversion", daemon=True)
         self.job = job
@@ -162,8 +206,11 @@ class InvertPanel(Panel):
         viewport = self.app.viewport
         if job.running:
             if self.show_fit and job.preview is not None and report is not None:
-                viewport.show_overlay(job.preview, f"fitting {Path(job.image).name}: {report.stage} "
-                                                   f"{report.step}/{report.steps}, loss {report.loss:.4f}")
+                if job.shown is not job.preview:  # a new preview: the photo goes in its corner once
+                    job.shown, job.composed = job.preview, with_inset(job.preview, job.photo)
+                viewport.show_overlay(job.composed, f"fitting {Path(job.image).name}: {report.stage} "
+                                                    f"{report.step}/{report.steps}, loss {report.loss:.4f} "
+                                                    f"(the photo top right)")
             elif viewport.overlay is not None:
                 viewport.clear_overlay()
             return
