@@ -39,6 +39,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -189,6 +190,30 @@ def _tree_digest(root: Path) -> str:
     return h.hexdigest()
 
 
+GLM_DEVICE_FIX = "glm-functors-hd-1"  # part of the cache key: builds made before the patch are not reused
+
+
+def patch_glm(root: Path) -> int:
+    """Makes glm's TMin/TMax/TAbs/... functors __host__ __device__ in the copy at `root` (what glm 1.0.2
+    does; older glm, such as the one gsplat's wheel carries, leaves them host-only). Without it
+    `glm::max(vec3, float)` in the rasterizer's SH-to-colour clamp is a host call in device code, nvcc
+    only warns (#20011-D) and drops the colour stores, and the rasterizer blends whatever memory held.
+    Returns the number of functors patched (0: this glm is fine)."""
+    path = root / "third_party" / "glm" / "glm" / "detail" / "func_common.inl"
+    if not path.is_file():
+        return 0
+    text = path.read_text()
+    patched, n = re.subn(r"(struct T\w+\s*\{\s*)T operator\(\)", r"\1GLM_FUNC_QUALIFIER T operator()", text)
+    if n:
+        path.write_text(patched)
+    return n
+
+
+def host_calls_in_device_code(log: str) -> list[str]:
+    """Lines of a build log where nvcc says device code calls a host function of glm (#20011-D)."""
+    return [line.strip() for line in log.splitlines() if "20011" in line and "glm::" in line]
+
+
 class DgrBuild:
     """Builds the rasterizer's extension in a cache folder (sources copied there), in the background.
 
@@ -222,7 +247,7 @@ class DgrBuild:
             self.status = f"{self.source}/third_party/glm/glm/glm.hpp missing (copy glm from gsplat's wheel)"
             return
         key = hashlib.sha256(
-            f"{_tree_digest(self.source)} {torch.__version__} {sys.version_info[:2]}".encode()
+            f"{_tree_digest(self.source)} {torch.__version__} {sys.version_info[:2]} {GLM_DEVICE_FIX}".encode()
         ).hexdigest()[:16]
         self.path = DGR_CACHE / f"dgr-{key}"
         if self.built(self.path):
@@ -232,6 +257,9 @@ class DgrBuild:
         shutil.rmtree(work, ignore_errors=True)
         work.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(self.source, work, ignore=shutil.ignore_patterns("build", "dist", "*.so", "__pycache__", "*.egg-info"))
+        patched = patch_glm(work)
+        if patched:
+            print(f"[dgr] glm: {patched} functors made __host__ __device__ (glm < 1.0.2)", flush=True)
         self._work = work
         env = dict(os.environ)
         env.setdefault("MAX_JOBS", str(os.cpu_count() or 8))
@@ -254,6 +282,12 @@ class DgrBuild:
             self.seconds = time.time() - self._start
             self._log.close()
             self.process = None
+            host_calls = host_calls_in_device_code(self.log_path.read_text(errors="replace"))
+            if rc == 0 and host_calls:  # it built, but some device code would do nothing defined
+                shutil.rmtree(self._work, ignore_errors=True)
+                self.status = f"build unusable: device code calls host functions: {host_calls[0][:200]}"
+                self.path = None
+                return None
             if rc == 0 and self.built(self._work):
                 if self.built(self.path):  # another run finished first
                     shutil.rmtree(self._work, ignore_errors=True)
