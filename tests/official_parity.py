@@ -1,6 +1,6 @@
 """Parity of gsgan's GSGAN generator with the official code, on data the official code produced.
 
-    python tests/official_parity.py DIR CONFIG [--device cpu|cuda]
+    python tests/official_parity.py DIR CONFIG [--device cpu|cuda] [--float32]
 
 DIR holds CONFIG-weights.safetensors, CONFIG-init_kwargs.json and CONFIG-expected.safetensors, as
 written by tests/fixtures/official/regenerate.py (the committed tiny fixtures, or full-size ones).
@@ -12,6 +12,7 @@ Gaussians rendered by the same rasterizer.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -27,10 +28,12 @@ from gsgan_core.render import render
 ATTRIBUTES = ("means", "log_scales", "quats", "opacity_logits", "colors")
 
 
-def load_case(folder: Path, name: str) -> tuple[dict, dict, dict]:
+def load_case(folder: Path, name: str, float32: bool = False) -> tuple[dict, dict, dict]:
+    """(weights, init kwargs, expected outputs) of configuration `name`; `float32`: the outputs of the
+    official code run without its float16 casts (`regenerate.py --float32`), same weights."""
     weights = load_file(str(folder / f"{name}-weights.safetensors"))
     init_kwargs = json.loads((folder / f"{name}-init_kwargs.json").read_text())
-    expected = load_file(str(folder / f"{name}-expected.safetensors"))
+    expected = load_file(str(folder / f"{name}-{'fp32-' if float32 else ''}expected.safetensors"))
     return weights, init_kwargs, expected
 
 
@@ -42,17 +45,24 @@ def _official_gaussians(expected: dict, latent: int, camera: int, like: Gaussian
     )
 
 
-def compare(weights: dict, init_kwargs: dict, expected: dict, device: str = "cpu", resolution: int = 128) -> dict:
+def compare(weights: dict, init_kwargs: dict, expected: dict, device: str = "cpu", resolution: int = 128,
+            fp16_casts: bool = True) -> dict:
     """{attribute: largest |ours - official|} over every latent and camera, 'ws' too, and 'psnr_db' (the
-    lowest over the renders). Quaternions are compared sign-aligned (q and -q are one rotation)."""
+    lowest over the renders). Quaternions are compared sign-aligned (q and -q are one rotation).
+    `<attribute>@fp32` and `<attribute>@fp16`: the same over the Gaussians that the official code
+    computes in float32 (levels before `fp16_from_level`, the background) and in float16 (the others).
+    `fp16_casts=False` runs gsgan without the casts (for outputs of `regenerate.py --float32`)."""
     generator, _ = generator_from_official(init_kwargs, weights)
+    if not fp16_casts:
+        generator.config = generator.point_gen.config = dataclasses.replace(generator.config, fp16_casts=False)
     generator = generator.to(device)
+    fp16_from = generator.config.fp16_from_level
     z, c = expected["z"].to(device), expected["c_mapping"].to(device)
     labels = expected["camera_labels"].to(device)  # [C, 25]
     psis = expected["truncation_psi"].tolist()
     cam2world, K_norm = labels_to_cameras(labels)
     viewmats, Ks = to_rasterizer(cam2world, K_norm, resolution, resolution, generator.config.camera_model)
-    diffs = {key: 0.0 for key in ("ws",) + ATTRIBUTES}
+    diffs = {key: 0.0 for key in ("ws",) + ATTRIBUTES + tuple(f"{a}@{p}" for a in ATTRIBUTES for p in ("fp32", "fp16"))}
     psnr = math.inf
     V = len(labels)
     with torch.no_grad():
@@ -68,8 +78,13 @@ def compare(weights: dict, init_kwargs: dict, expected: dict, device: str = "cpu
                 pairs = {"means": (ours.means, theirs.means), "log_scales": (ours.log_scales, theirs.log_scales),
                          "quats": (ours.quats * sign, theirs.quats), "colors": (ours.sh_dc, theirs.sh_dc),
                          "opacity_logits": (ours.opacity_logits, theirs.opacity_logits)}
+                half = ((ours.level >= fp16_from) & (ours.level >= 0)).cpu()  # [N] computed in float16
                 for key, (a, b) in pairs.items():
-                    diffs[key] = max(diffs[key], (a - b).abs().max().item())
+                    error = (a - b).abs().reshape(len(a), -1).amax(-1)  # [N]
+                    diffs[key] = max(diffs[key], error.max().item())
+                    for part, mask in (("fp32", ~half), ("fp16", half)):
+                        if mask.any():
+                            diffs[f"{key}@{part}"] = max(diffs[f"{key}@{part}"], error[mask].max().item())
                 images = [render(g.to(device), viewmats[camera:camera + 1], Ks[camera:camera + 1], resolution,
                                  resolution).rgb for g in (ours, theirs)]
                 mse = (images[0] - images[1]).square().mean().item()
@@ -84,8 +99,11 @@ def main() -> None:
     parser.add_argument("config")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--float32", action="store_true",
+                        help="compare CONFIG-fp32-expected.safetensors (regenerate.py --float32) with gsgan's casts off")
     args = parser.parse_args()
-    result = compare(*load_case(args.folder, args.config), device=args.device, resolution=args.resolution)
+    result = compare(*load_case(args.folder, args.config, args.float32), device=args.device,
+                     resolution=args.resolution, fp16_casts=not args.float32)
     for key, value in result.items():
         print(f"{args.config} {key}: {value:.3g}")
 

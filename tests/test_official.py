@@ -27,18 +27,41 @@ FIXTURES = Path(__file__).parent / "fixtures" / "official"
 BIN = Path(sys.executable).parent
 
 
+ATTRIBUTES = ("means", "log_scales", "quats", "opacity_logits", "colors")
+# Float16 arithmetic on a CPU is reproducible only so far: the official code's own outputs at the
+# float16 levels move by up to ~4e-3 with the thread count or the CPU it runs on (fixtures README).
+# Float32 parts agree to ~1e-6 anywhere; the float32 fixture checks every level at 1e-4.
+FP16_LEVELS_TOLERANCE = 1e-2
+
+
 @pytest.mark.parametrize("name", ["tiny256", "tiny512"])
 def test_parity_with_the_official_code(name):
-    """fp16 casts from level 1 (tiny256, like FFHQ256) or level 2 (tiny512, like FFHQ512), all six block kinds."""
+    """fp16 casts from level 1 (tiny256, like FFHQ256) or level 2 (tiny512, like FFHQ512), all six block kinds:
+    what the official code computes in float32 agrees to 1e-4; its float16 levels to what float16 on a CPU
+    reproduces."""
     result = compare(*load_case(FIXTURES, name), resolution=64)
     assert result["ws"] <= 1e-5
-    for key in ("means", "log_scales", "quats", "opacity_logits", "colors"):
-        assert result[key] <= 1e-4, (key, result[key])
+    for key in ATTRIBUTES:
+        assert result[f"{key}@fp32"] <= 1e-4, (key, result)
+        assert result[f"{key}@fp16"] <= FP16_LEVELS_TOLERANCE, (key, result)
+    assert result["psnr_db"] >= 50
+
+
+def test_float32_parity_with_the_official_code():
+    """The official code with its float16 cast removed (regenerate.py --float32) against gsgan without the
+    casts: every level, every attribute within 1e-4 on any CPU."""
+    result = compare(*load_case(FIXTURES, "tiny256", float32=True), resolution=64, fp16_casts=False)
+    assert result["ws"] <= 1e-5
+    for key in ATTRIBUTES:
+        assert result[key] <= 1e-4, (key, result)
     assert result["psnr_db"] >= 50
 
 
 def test_the_fp16_casts_matter():
-    """Without the official fp16 casts the outputs move by far more than the parity tolerance: the option is real."""
+    """Without the official fp16 casts the outputs move by far more than the parity tolerance: the option is real,
+    and the float16 levels' tolerance still tells the two apart."""
+    without_casts = compare(*load_case(FIXTURES, "tiny256"), resolution=64, fp16_casts=False)
+    assert max(without_casts[f"{key}@fp16"] for key in ATTRIBUTES) > 10 * FP16_LEVELS_TOLERANCE, without_casts
     weights, init_kwargs, expected = load_case(FIXTURES, "tiny256")
     from gsgan_core.io.official import generator_from_official
 
@@ -118,8 +141,11 @@ def test_a_snapshot_imports_to_a_checkpoint_that_generates_what_the_official_cod
     with torch.no_grad():
         ws = G.mapping(expected["z"][:1].expand(2, -1), expected["c_mapping"][:1].expand(2, -1))
         ours = G.synthesize(ws, camera_forward(cam2world))
-    assert (ours.means[0] - expected["sample_coordinates"][0]).abs().max() <= 1e-4
-    assert (ours.sh_dc[1] - expected["color"][0, 1]).abs().max() <= 1e-4
+    scene = ours.scene(0)
+    half = (scene.level >= G.config.fp16_from_level) & (scene.level >= 0)  # float16 levels (see above)
+    for got, want in ((ours.means[0], expected["sample_coordinates"][0]), (ours.sh_dc[1], expected["color"][0, 1])):
+        error = (got - want).abs().amax(-1)
+        assert error[~half].max() <= 1e-4 and error[half].max() <= FP16_LEVELS_TOLERANCE
 
 
 def test_snapshot_errors_name_the_file_and_the_field(tmp_path):
