@@ -482,3 +482,58 @@ def test_render_worker_renders_the_latest_state_and_hands_back_errors(engine):
         assert worker.idle
     finally:
         worker.close()
+
+
+@pytest.mark.gpu
+def test_render_worker_with_a_cuda_graph_on_the_gpu(checkpoint):
+    """The explorer's GPU path: frames from the render worker thread, the synthesis replayed as a CUDA
+    graph captured on another thread, equal to eager frames; a reload (a new capture) while the worker
+    renders and an inversion runs on the GPU breaks neither."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA: the explorer's GPU path (gsplat, CUDA graphs)")
+    from gsgan_core.invert import InvertSettings, invert
+    from gsgan_core.view.engine import RenderWorker
+
+    graphed = Engine("cuda", cuda_graph=True, direction_samples=256)
+    graphed.load(checkpoint)
+    assert graphed._graphed is not None, graphed.graph_problem
+    eager = Engine("cuda", direction_samples=256)
+    eager.load(checkpoint)
+    assert graphed.backend_name() == eager.backend_name() and "gsplat" in graphed.backend_name()
+    worker = RenderWorker(graphed)
+    try:
+        for seed in (0, 3, 8):
+            state = fresh_state(eager)
+            edit(state, "latent", seed_a=seed)
+            key = worker.request(state)
+            assert worker.wait_idle(60)
+            result = worker.poll()
+            assert result.error is None and result.key == key
+            assert np.abs(result.frame.image.astype(int) - eager.frame(state).image).max() <= 2
+        target = eager.frame(fresh_state(eager)).image
+        errors = []
+
+        def run_inversion() -> None:
+            try:
+                invert(eager.generator, target, "auto", InvertSettings(search_steps=2).with_steps(20))
+            except Exception as err:  # noqa: BLE001 - reported by the assertion below
+                errors.append(f"inversion: {type(err).__name__}: {err}")
+
+        inversion = threading.Thread(target=run_inversion)
+        inversion.start()
+        for i in range(3):
+            graphed.load(checkpoint)  # captures a new graph while the worker and the inversion use the GPU
+            for yaw in np.linspace(-0.5, 0.5, 5):
+                state = fresh_state(eager)
+                edit(state, "latent", seed_a=i)
+                edit(state, "camera", yaw=float(yaw))
+                worker.request(state)
+                time.sleep(0.01)
+            assert worker.wait_idle(60)
+            result = worker.poll()
+            if result is not None and result.error is not None:
+                errors.append(result.error)
+        inversion.join(120)
+        assert not errors and graphed.graph_problem is None
+    finally:
+        worker.close()

@@ -39,7 +39,9 @@ class GraphedSynthesis:
                     generator.synthesize(self.ws, self.view_dirs)
             torch.cuda.current_stream(device).wait_stream(side)
             self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
+            # "thread_local": other threads (a viewer's render worker, an inversion) may use the GPU
+            # meanwhile; only this thread's calls must be capture-safe.
+            with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
                 self.output: Gaussians = generator.synthesize(self.ws, self.view_dirs)
 
     def __call__(

@@ -181,16 +181,16 @@ class Engine:
         info = info or CheckpointInfo(path="<in memory>", config=generator.config)
         directions, stds = principal_directions(generator, info.camera, self.device, self.num_directions,
                                                 self.direction_samples)
-        graphed = None
-        if self.cuda_graph:
-            from gsgan_core.models.graphed import GraphedSynthesis
+        with self._lock:  # no frame of the render worker runs on the GPU while the graph is captured
+            graphed = None
+            if self.cuda_graph:
+                from gsgan_core.models.graphed import GraphedSynthesis
 
-            try:
-                graphed = GraphedSynthesis(generator, batch_size=1)
-                self.graph_problem = None
-            except Exception as err:  # capture can fail on odd set-ups; eager gives the same result
-                self.graph_problem = f"{type(err).__name__}: {err}"
-        with self._lock:
+                try:
+                    graphed = GraphedSynthesis(generator, batch_size=1)
+                    self.graph_problem = None
+                except Exception as err:  # capture can fail on odd set-ups; eager gives the same result
+                    self.graph_problem = f"{type(err).__name__}: {err}"
             self._graphed = graphed
             self.generator, self.info = generator, info
             self.directions, self.direction_stds = directions, stds
