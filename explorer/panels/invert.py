@@ -165,7 +165,7 @@ class InvertPanel(Panel):
                                       name="gsgan-inversion", daemon=True)
         self.job = job
         job.thread.start()
-        app.set_status(f"inverting {image} ({mode}, camera {'estimated' if camera == 'auto' else 'from ' + camera_text}) ...")
+        app.set_status(f"inverting {image} ({mode}, camera {'estimated' if camera_text == 'auto' else 'from ' + camera_text}) ...")
 
     def _checkpoint_generator(self):
         """The checkpoint's generator and info (not a PTI-tuned one the view may be using)."""
