@@ -45,6 +45,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench_cpu_render import summary, timed  # noqa: E402  (the same timing and summary for both CPU benchmarks)
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "assets" / "heads128.safetensors"
 TARGET_FRAME_MS = 100.0
@@ -63,22 +65,6 @@ def load() -> str:
     except OSError:
         running = "?"
     return f"load {one:.2f} (1 min) {five:.2f} (5 min), runnable {running}"
-
-
-def timed(fn) -> tuple[float, float, object]:
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = fn()
-    return (time.perf_counter() - wall) * 1e3, (time.process_time() - cpu) * 1e3, result
-
-
-def summary(walls: list[float], cpus: list[float]) -> dict:
-    return {
-        "n": len(walls),
-        "median_ms": statistics.median(walls),
-        "p90_ms": float(np.percentile(walls, 90)),
-        "min_ms": min(walls),
-        "cpu_median_ms": statistics.median(cpus),
-    }
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -237,7 +223,7 @@ def main() -> None:
     size = args.resolution
 
     def row(name: str, s: dict, target: str = "", extra: str = "") -> str:
-        return (f"| {name} | {s['median_ms']:.0f} | {s['p90_ms']:.0f} | {s['cpu_median_ms']:.0f} | {s['n']} "
+        return (f"| {name} | {s['median_ms']:.0f} | {s['p90_ms']:.0f} | {s['cpu_median_ms']:.0f} | {s['frames']} "
                 f"| {target} | {extra} |")
 
     log()
@@ -250,7 +236,7 @@ def main() -> None:
             + ("met" if c["median_ms"] <= TARGET_FRAME_MS else "MISSED"), f"{1e3 / c['median_ms']:.1f} frames/s"))
     log(row(f"orbit frame, {orbit['preview_resolution']} px (drag preview)", orbit["preview"]))
     log(row(f"orbit frame, {size} px, reference rasterizer", orbit["reference"], "",
-            f"ratio {orbit['ratio']:.1f}x (same {orbit['reference']['n']} states, interleaved; "
+            f"ratio {orbit['ratio']:.1f}x (same {orbit['reference']['frames']} states, interleaved; "
             f"{orbit['compiled_beside_reference']['median_ms']:.0f} ms compiled beside it); "
             f"PSNR >= {orbit['psnr_uint8_db_min']:.1f} dB"))
     f = latent["fast"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class GsganError(Exception):
     """Base class of every error this library raises on purpose."""
@@ -22,6 +24,17 @@ class PathError(GsganError):
 
     def __reduce__(self):  # pickled across processes (DataLoader workers) with both arguments
         return type(self), (self.path, self.problem)
+
+    @classmethod
+    def check_file(cls, path, kind: str) -> Path:
+        """`path` as a Path if something is there that is not a folder; else this error, "file not found"
+        or "is a folder, not {kind}" (e.g. kind "an image file")."""
+        path = Path(path)
+        if not path.exists():
+            raise cls(path, "file not found")
+        if path.is_dir():
+            raise cls(path, f"is a folder, not {kind}")
+        return path
 
 
 class CheckpointError(PathError):

@@ -159,11 +159,7 @@ def load_inversion(path: str | os.PathLike) -> InversionResult:
     """Reads an inversion file (on the CPU)."""
     from safetensors import safe_open
 
-    path = Path(path)
-    if not path.exists():
-        raise InversionFileError(path, "file not found")
-    if path.is_dir():
-        raise InversionFileError(path, "is a folder, not an inversion file")
+    path = InversionFileError.check_file(path, "an inversion file")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}

@@ -145,11 +145,7 @@ def target_from_array(array: np.ndarray, resolution: int, name: str = "<array>")
 
 def read_image(path: str | os.PathLike) -> np.ndarray:  # [H, W, C] as stored
     """The pixels of an image file (PNG, JPEG, WebP, ...), or an ImageError naming it."""
-    path = Path(path)
-    if not path.exists():
-        raise ImageError(path, "file not found")
-    if path.is_dir():
-        raise ImageError(path, "is a folder, not an image file")
+    path = ImageError.check_file(path, "an image file")
     try:
         from PIL import Image
 
@@ -214,11 +210,7 @@ def check_label(values, where: str | os.PathLike) -> Tensor:  # -> float32 [25]
 
 def read_label(path: str | os.PathLike, image_name: str | os.PathLike | None = None) -> Tensor:  # [25]
     """The camera label in a JSON file (see the module docstring for its three shapes)."""
-    path = Path(path)
-    if not path.exists():
-        raise LabelError(path, "file not found")
-    if path.is_dir():
-        raise LabelError(path, "is a folder, not a label file")
+    path = LabelError.check_file(path, "a label file")
     try:
         data = json.loads(path.read_bytes().decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError, RecursionError) as err:

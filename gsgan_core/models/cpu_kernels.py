@@ -143,25 +143,20 @@ def smallest(distance, k, out):
     for b in range(B):
         for i in range(N):
             row = distance[b, i]
-            for j in range(k):  # the first k, sorted by insertion
+            for j in range(M):  # insertion sort into the k kept: the first k fill it, later ones replace the last
                 v = row[j]
-                pos = j
+                if j < k:
+                    pos = j
+                elif v < values[k - 1]:
+                    pos = k - 1
+                else:
+                    continue
                 while pos > 0 and values[pos - 1] > v:
                     values[pos] = values[pos - 1]
                     index[pos] = index[pos - 1]
                     pos -= 1
                 values[pos] = v
                 index[pos] = j
-            for j in range(k, M):
-                v = row[j]
-                if v < values[k - 1]:
-                    pos = k - 1
-                    while pos > 0 and values[pos - 1] > v:
-                        values[pos] = values[pos - 1]
-                        index[pos] = index[pos - 1]
-                        pos -= 1
-                    values[pos] = v
-                    index[pos] = j
             for j in range(k):
                 out[b, i, j] = index[j]
 
