@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
@@ -50,7 +48,6 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.manual_seed(0)
     generator = randomize_layer_scales(Generator(preset(args.preset))).cuda().eval().requires_grad_(False)
-    synthesize = generator.synthesize
     if args.compiled_bf16:
         compiled = torch.compile(generator.synthesize, dynamic=False)  # no CUDA graphs: kernels stay visible
 
@@ -58,6 +55,7 @@ def main() -> None:
             with torch.autocast("cuda", dtype=torch.bfloat16):
                 return compiled(ws)
     else:
+        synthesize = generator.synthesize
         label_stages(generator)
     ws = generator.mapping(z_from_seeds(range(args.batch), generator.config.z_dim, "cuda"))
     with torch.no_grad():

@@ -16,7 +16,7 @@ from gsgan_core.cameras import cameras_to_labels, orbit_camera
 from gsgan_core.cli import invert_main
 from gsgan_core.errors import ConfigError
 from gsgan_core.invert import (
-    ImageError, InversionCancelled, InversionFileError, InvertSettings, LabelError, Perceptual,
+    ImageError, InversionCancelled, InversionFileError, InvertSettings, Perceptual,
     PerceptualWeightsError, Target, fit_latents, invert, label_json, load_inversion, psnr, read_label,
     render_latents, ssim, target_from_array, w_avg_of,
 )

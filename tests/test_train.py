@@ -370,7 +370,8 @@ def test_ddp_two_cpu_processes_stay_in_sync(heads, tmp_path):
 
 
 def test_data_order_is_a_function_of_the_step_and_splits_over_processes():
-    from gsgan_core.train.loop import Dist, StepBatches
+    from gsgan_core.train.data import StepBatches
+    from gsgan_core.train.distributed import Dist
 
     def batches(rank, world, start, count):
         it = iter(StepBatches(10, 4, Dist(rank, world), seed=3, start_step=start))

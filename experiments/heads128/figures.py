@@ -19,7 +19,7 @@ import numpy as np
 
 from gsgan_core.view.engine import Engine
 from gsgan_core.view.state import ExplorerState, LatentState, LevelState, RenderSettings
-from gsgan_core.train.loop import write_png  # (atomic, like training's snapshot grids)
+from gsgan_core.train.logger import write_png  # (atomic, like training's snapshot grids)
 
 
 def render(engine: Engine, seed: int, yaw: float, resolution: int, level_mode: str = "all", level: int = 0) -> np.ndarray:

@@ -35,7 +35,7 @@ from gsgan_core.io.checkpoint import load_checkpoint
 from gsgan_core.metrics.command import fake_images, real_images
 from gsgan_core.metrics.swd import sliced_wasserstein
 from gsgan_core.models.discriminator import Discriminator
-from gsgan_core.train.loop import generate_images
+from gsgan_core.models.sampling import generate_images
 from gsgan_core.train.state import read_training_state
 
 

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -57,9 +56,7 @@ class Perceptual(nn.Module):
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: torch.device | str = "cpu") -> "Perceptual":
-        path = Path(path)
-        if not path.is_file():
-            raise PerceptualWeightsError(path, "file not found" if not path.exists() else "is not a file")
+        path = PerceptualWeightsError.check_file(path, "a weights file")
         try:
             if path.suffix.lower() == ".safetensors":
                 from safetensors.torch import load_file

@@ -112,10 +112,7 @@ def save_checkpoint(
 
 def _read_header(path: Path) -> dict[str, Any]:
     """The safetensors JSON header, checked against the file's size, without reading the tensors."""
-    if not path.exists():
-        raise _refusal(path, "file not found")
-    if path.is_dir():
-        raise _refusal(path, "is a folder, not a generator file")  # as io.open says
+    CheckpointError.check_file(path, "a generator file")
     size = path.stat().st_size
     with open(path, "rb") as f:
         head = f.read(8)

@@ -33,11 +33,7 @@ def load_generator(
 ) -> tuple[nn.Module, CheckpointInfo]:
     """A gsgan checkpoint (.safetensors), or an official GSGAN snapshot (.pkl) imported in memory,
     read without running anything in it. `info.training["imported_from"]` is set for the latter."""
-    path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(path, "is a folder, not a generator file")
-    if not path.exists():
-        raise CheckpointError(path, "file not found")
+    path = CheckpointError.check_file(path, "a generator file")
     if is_official_snapshot(path):
         return load_official_snapshot(path, which, device)
     return load_checkpoint(path, device)

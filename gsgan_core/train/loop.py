@@ -22,11 +22,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from gsgan_core.models.sampling import generate_images  # noqa: F401  (imported from here by older scripts)
 from gsgan_core.train.config import TrainConfig
-from gsgan_core.train.data import StepBatches, real_batches  # noqa: F401  (StepBatches: also this module's API)
-from gsgan_core.train.distributed import Dist, all_reduce_mean_  # noqa: F401
-from gsgan_core.train.logger import RunLogger, write_png  # noqa: F401
+from gsgan_core.train.data import real_batches
+from gsgan_core.train.distributed import all_reduce_mean_
+from gsgan_core.train.logger import RunLogger
 from gsgan_core.train.run import Run, setup_run
 from gsgan_core.train.step import LOSS_NAMES, train_step
 

@@ -27,11 +27,7 @@ def _open_engine(checkpoint: str, device: str, prog: str):
     """The interactive engine on `device` with `checkpoint` loaded; the import note on stderr."""
     from .engine import interactive_engine
 
-    path = Path(checkpoint)
-    if path.is_dir() or not path.exists():  # checked before the engine starts, in the library's words
-        from gsgan_core.io.open import load_generator
-
-        load_generator(path)  # raises CheckpointError: "file not found" or "is a folder, ..."
+    path = CheckpointError.check_file(checkpoint, "a generator file")  # before the engine starts
     if not path.is_file():
         raise CheckpointError(path, "is not a regular file")
     engine = interactive_engine(parse_device(device))
