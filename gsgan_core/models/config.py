@@ -202,7 +202,7 @@ PRESETS: dict[str, AnyConfig] = {
     "lite256": _lite(levels=5, resolution=256),
     "lite512": _lite(levels=6, resolution=512),
     # The shipped demo (assets/): 128 px heads, five levels like ffhq256 (256 -> 65,536 Gaussians) at
-    # narrow widths, so the fp16 file stays under 10 MiB and the training state travels in 64 MiB.
+    # narrow widths, so that the fp16 file stays under 10 MiB and the training state stays small.
     "heads128": GeneratorConfig(
         z_dim=128,
         w_dim=128,

@@ -55,9 +55,9 @@ _F_M2 = np.float32(-2.0)
 _F_18 = np.float32(TILE_SIZE + 2.0)
 _NARROW = 3  # boxes narrower than this many pixels skip the per-row span (cheaper to test them all)
 
-# numba's own "workqueue" thread pool, unless NUMBA_THREADING_LAYER says otherwise: measured on the
-# 2-core machine beside PyTorch's OpenMP threads, OpenMP's spinning workers cost 10-20 % more wall and
-# CPU time per frame (benchmarks/bench_cpu_render.py). It takes effect if no parallel numba code ran
+# numba's own "workqueue" thread pool, unless NUMBA_THREADING_LAYER says otherwise: beside PyTorch's
+# OpenMP threads, OpenMP's spinning workers cost 10-20 % more wall and CPU time per frame on a
+# 2-core CPU (benchmarks/bench_cpu_render.py). It takes effect if no parallel numba code ran
 # in this process before. The workqueue pool aborts the process on concurrent launches, so one lock
 # keeps calls from several Python threads sequential.
 if "NUMBA_THREADING_LAYER" not in os.environ:

@@ -65,8 +65,8 @@ def save_training_state(
     models: dict[str, Any] | None = None,  # {"G": {"architecture": str, "config": dict}, "D": dict}
     dataset: dict[str, Any] | None = None,  # {"name": str, "images": int, "resolution": int}
 ) -> None:
-    """bfloat16 averages make the file about 40 % smaller (what a 64 MiB transfer limit needs), at the
-    price of a resume that is close but not bit-exact; G and D themselves always stay float32."""
+    """bfloat16 averages make the file about 40 % smaller, at the price of a resume that is close but
+    not bit-exact; G and D themselves always stay float32."""
     tensors: dict[str, torch.Tensor] = {}
     for name, module in modules.items():
         for key, value in module.state_dict().items():

@@ -470,10 +470,10 @@ def framing(gaussians: Gaussians) -> tuple[tuple[float, float, float], float]:
 def cpu_threads(most: int) -> int:
     """PyTorch threads for the engine's work on the CPU: half the cores this process may use (at least
     1, at most `most`). Each parallel PyTorch op waits for its slowest thread, and a thread that shares
-    its core with another busy process waits a scheduler time slice, milliseconds, per op. Measured on
-    the 2-core machine with other jobs running (2026-12-02, demo checkpoint): the generator took 430-470 ms
-    with 2 threads and 87-92 ms with 1; on a quiet machine 2 threads would save about a third of those
-    90 ms. The other half of the cores stays with the UI thread and the rest of the machine."""
+    its core with another busy process waits a scheduler time slice, milliseconds, per op: on a busy
+    2-core CPU the demo's generator runs about 5x slower with 2 threads than with 1, while on an idle
+    one 2 threads save only about a third. The other half of the cores stays with the UI thread and the
+    rest of the machine."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(most, cores // 2))
 
