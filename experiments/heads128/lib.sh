@@ -49,8 +49,9 @@ prepare_machine() {
 # (default 400) while G stays still. INIT_G=FILE (with no state in RUN) starts from a generator
 # checkpoint instead, e.g. the shipped one: its weights as G and G_ema, a new D that learns alone
 # for D_WARMUP_KIMG (default 400), fresh optimisers, kimg counting on from the file's. A new D
-# needs hundreds of kimg before it steers a trained G: its camera head starts untrained and pulls G
-# towards images whose camera it can read (20 or 100 kimg made G worse). The warm-up is counted
+# needs hundreds of kimg alone before it steers a trained G: its camera head starts untrained, and
+# until it reads the cameras of real heads well it pulls G towards whatever images make their
+# camera easy to read, which costs G quality; hence the default of 400. The warm-up is counted
 # from the new D's start and lasts only while a command passes it: set D_WARMUP_KIMG again on each
 # later command of it, and run those at LR_SCALE=1 (G is still; at 0.04 a new D learns slowly).
 #
