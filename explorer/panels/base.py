@@ -3,8 +3,9 @@ of the state, and the hooks the window calls (after a load, once per frame, for 
 
 A panel owns one part of `ExplorerState` (`part`, e.g. "latent"). Its widgets never edit that
 part in place: a widget callback replaces it with a copy that differs in one field, so the parts
-stay frozen and can serve as the engine's cache keys. Options that only the window needs (the
-animate and auto-rotate toggles, measuring) are plain attributes of the panel.
+stay frozen and can serve as the engine's cache keys. Other panels and the view change a part only
+through its owner's methods (e.g. `CameraPanel.move`, `LatentPanel.show_b`). Options that only the
+window needs (the animate and auto-rotate toggles, measuring) are plain attributes of the panel.
 """
 
 from __future__ import annotations

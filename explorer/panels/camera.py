@@ -1,6 +1,6 @@
 """Camera panel: the orbit camera's yaw, pitch, radius, pivot and field of view, reset to the
 checkpoint's view, snap to the front, auto-rotate. Writes `state.camera`; the view's mouse
-gestures come here too (`move`)."""
+gestures come here too (`move`), and the Invert panel's fitted camera (`place`)."""
 
 from __future__ import annotations
 
@@ -57,11 +57,15 @@ class CameraPanel(Panel):
 
     def reset(self) -> None:
         """The checkpoint's own view."""
-        self.app.state.camera = self.app.engine.default_camera()
+        self.place(self.app.engine.default_camera())
+
+    def place(self, camera: CameraState) -> None:
+        """Puts the camera at `camera`, as given (e.g. the camera an inversion fitted)."""
+        self.app.state.camera = camera
 
     def move(self, gesture: Callable[..., CameraState], *args: Any) -> None:
         """Applies a gesture of `viewer_camera` (orbit, pan, zoom, snap_front) to the camera."""
-        self.app.state.camera = wrapped(gesture(self.value, *args))
+        self.place(wrapped(gesture(self.value, *args)))
 
     def tick(self, dt: float) -> None:
         if self.auto_rotate:

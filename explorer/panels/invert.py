@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import dearpygui.dearpygui as dpg
@@ -25,6 +25,8 @@ from gsgan_core.view.video import check_output
 from gsgan_core.view.viewer_camera import camera_from_orbit_pose
 
 from .base import Panel
+from .camera import CameraPanel
+from .latent import LatentPanel
 
 DEFAULT_STEPS = 100  # per stage; the command line's default is 200 (a GUI user can watch and stop early)
 PREVIEW_EVERY = 5  # steps between the fit's images in the view
@@ -240,12 +242,9 @@ class InvertPanel(Panel):
         name = engine.add_latent(name, result.ws)
         self.results[name] = result
         self.last = name
-        latent = self.app.state.latent
-        self.app.state.latent = replace(latent, latent_b=name, interp=1.0, psi=1.0, cutoff=0,
-                                        take_b=tuple(False for _ in latent.take_b),
-                                        directions=tuple(0.0 for _ in latent.directions))
+        self.app.panel(LatentPanel).show_b(name)
         self.use_tuned(result.generator_state is not None, name)
-        self.app.state.camera = camera_from_orbit_pose(result.pose)
+        self.app.panel(CameraPanel).place(camera_from_orbit_pose(result.pose))
         self._describe()
         return name
 
@@ -292,7 +291,7 @@ class InvertPanel(Panel):
             try:
                 self.app.engine.ws(latent)
             except GsganError:
-                self.app.state.latent = replace(latent, latent_b="", interp=0.0)
+                self.app.panel(LatentPanel).drop_b()
         self._describe()
 
     def _describe(self) -> None:

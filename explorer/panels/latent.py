@@ -1,6 +1,6 @@
 """Latent panel: seeds A and B (or an inverted latent as B), W-space interpolation (with a ping-pong
 animation), truncation, per-level mixing (take a level's w from B) and the principal directions of W.
-Writes `state.latent`."""
+Writes `state.latent`; the Invert panel shows its results as B here too (`show_b`, `drop_b`)."""
 
 from __future__ import annotations
 
@@ -77,6 +77,18 @@ class LatentPanel(Panel):
         if held != self._held:
             self._held = held
             dpg.configure_item("latent.latent_b", items=[SEED_B, *held])
+
+    def show_b(self, name: str) -> None:
+        """Latent `name` (one the engine holds, e.g. an inversion) as B, shown as it is: all the way
+        to B, untruncated, no per-level mixing, no direction offsets."""
+        latent = self.value
+        self.update(latent_b=name, interp=1.0, psi=1.0, cutoff=0,
+                    take_b=tuple(False for _ in latent.take_b),
+                    directions=tuple(0.0 for _ in latent.directions))
+
+    def drop_b(self) -> None:
+        """B back to seed B and the view back at A (B's latent does not fit the model any more)."""
+        self.update(latent_b="", interp=0.0)
 
     def animating(self) -> bool:
         return self.animate
