@@ -16,13 +16,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-
 
 from gsgan_core.cameras import cameras_to_labels, orbit_camera, to_rasterizer
 from gsgan_core.models import build_generator
@@ -30,31 +28,14 @@ from gsgan_core.models.config import preset
 from gsgan_core.models.generator import randomize_layer_scales, z_from_seeds
 from gsgan_core.models.graphed import GraphedSynthesis
 from gsgan_core.render import backend_report, render
+
+from common import device_name, median_ms, set_tf32
 from scenes import head_like
 
 CASES = [("ffhq256", 256), ("ffhq512", 512), ("lite256", 256), ("lite512", 512)]
 DEFAULT_PRESETS = "ffhq256,ffhq512"
 BATCHES = [1, 8]
 TARGET_MS = {256: 1.5, 512: 2.0}  # per image at batch 1, generator + rasterizer
-PUBLISHED_MS = {256: 2.7, 512: 3.0}  # GSGAN paper
-
-
-def median_ms(fn, iters: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    samples = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        torch.cuda.synchronize()
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
-
-
-def set_tf32(enabled: bool) -> None:
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-    torch.backends.cudnn.allow_tf32 = enabled
 
 
 def main() -> int:
@@ -75,7 +56,7 @@ def main() -> int:
     device = torch.device("cuda")
     torch._dynamo.config.cache_size_limit = 32  # one compiled graph per preset, batch and dtype
     args.out.mkdir(parents=True, exist_ok=True)
-    print(f"device: {torch.cuda.get_device_name(device)}; torch {torch.__version__}; render: {backend_report(device)}")
+    print(f"device: {device_name(device)}; torch {torch.__version__}; render: {backend_report(device)}")
 
     results = []
     compile_s: dict[str, float] = {}
@@ -102,16 +83,16 @@ def main() -> int:
 
                 modes = {}
                 set_tf32(False)
-                modes["eager fp32"] = median_ms(gen_eager, args.iters)
+                modes["eager fp32"] = median_ms(gen_eager, device, args.iters)
                 set_tf32(True)
-                modes["eager tf32"] = median_ms(gen_eager, args.iters)
-                modes["eager bf16"] = median_ms(gen_bf16, args.iters)
+                modes["eager tf32"] = median_ms(gen_eager, device, args.iters)
+                modes["eager bf16"] = median_ms(gen_bf16, device, args.iters)
                 graphed = GraphedSynthesis(generator, batch)
                 reference = gen_eager()
                 replayed = graphed(ws, view_dirs)
                 errors = {"graph tf32": float((replayed.means - reference.means).abs().max())}
                 modes["graph tf32"] = median_ms(
-                    lambda: graphed(generator.mapping(z, c, psi=0.7), view_dirs, clone=False), args.iters
+                    lambda: graphed(generator.mapping(z, c, psi=0.7), view_dirs, clone=False), device, args.iters
                 )
                 for label, dtype in (("compiled tf32", torch.float32), ("compiled bf16", torch.bfloat16)):
                     if args.no_compile or batch != 1:  # compiling takes ~a minute per shape: batch 1 only
@@ -129,21 +110,23 @@ def main() -> int:
                         torch.cuda.synchronize()
                         compile_s[f"{name} b{batch} {label}"] = time.perf_counter() - start
                         errors[label] = float((out.means.float() - reference.means).abs().max())
-                        modes[label] = median_ms(gen_compiled, args.iters)
+                        modes[label] = median_ms(gen_compiled, device, args.iters)
                     except Exception as err:  # report, do not hide: the eager numbers still stand
                         print(f"{label} failed for {name} batch {batch}: {type(err).__name__}: {err}", flush=True)
                 gaussians = reference
                 render_ms = median_ms(
-                    lambda: render(gaussians, viewmats, Ks, resolution, resolution, backend="gsplat"), args.iters
+                    lambda: render(gaussians, viewmats, Ks, resolution, resolution, backend="gsplat"),
+                    device, args.iters,
                 )
                 render_head_ms = None
                 if config.architecture == "lite":  # head_like builds the lite hierarchy
                     head = head_like(config, batch, device)
                     render_head_ms = median_ms(
-                        lambda: render(head, viewmats, Ks, resolution, resolution, backend="gsplat"), args.iters
+                        lambda: render(head, viewmats, Ks, resolution, resolution, backend="gsplat"),
+                        device, args.iters,
                     )
                 best_mode = min(modes, key=modes.get)
-                del graphed
+                graphed = None  # its CUDA graph's memory pool goes before the peak is measured
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
                 base = torch.cuda.memory_allocated(device)
@@ -170,10 +153,10 @@ def main() -> int:
             }
             results.append(row)
             print(json.dumps(row), flush=True)
-        del generator
+        generator = None  # freed before the next preset is built
         torch.cuda.empty_cache()
 
-    (args.out / "bench_core.json").write_text(json.dumps({"device": torch.cuda.get_device_name(device), "rows": results, "compile_s": compile_s}, indent=1))
+    (args.out / "bench_core.json").write_text(json.dumps({"device": device_name(device), "rows": results, "compile_s": compile_s}, indent=1))
     print()
     print("compile + graph capture time (s):", json.dumps({k: round(v, 1) for k, v in compile_s.items()}))
     mode_names = list(dict.fromkeys(m for r in results for m in r["generator_ms"]))

@@ -1,7 +1,7 @@
-"""The explorer on the CPU, end to end, on the demo checkpoint: issue 29's three targets.
+"""The explorer on the CPU, end to end, on the demo checkpoint: its three CPU targets.
 
     python benchmarks/bench_cpu_explorer.py [--views 60] [--ref-frames 5] [--seeds 8] [--resolution 256]
-                                            [--skip-cli] [--out DIR]
+                                            [--cli-runs 1 | --skip-cli] [--out DIR]
 
 What it measures (everything through the explorer's own engine, `interactive_engine("cpu")`, as the
 render worker calls it: `engine.frame(state)` -> a uint8 image):
@@ -15,7 +15,7 @@ render worker calls it: `engine.frame(state)` -> a uint8 image):
                  so both see the same load: ratio = reference median / compiled median, this run.
   latent change  a new seed, then its first frame: mapping + generator + level edits + the frame.
                  Target: median <= 0.3 s. Beside it, per seed, the generator's reference code
-                 (`Generator.cpu_inference = False`, the path before issue 29) with the same frame.
+                 (`Generator.cpu_inference = False`: plain PyTorch) with the same frame.
   gsgan-render   `gsgan-render assets/heads128.safetensors --seeds 0 --frames 60 --resolution 256
                  --trajectory turntable --out TMP.mp4` in a subprocess, wall clock, process start to
                  exit (imports, load, Numba's cached kernels, 60 frames, H.264). Target: <= 30 s.
@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench_cpu_render import summary, timed  # noqa: E402  (the same timing and summary for both CPU benchmarks)
+from common import summary, timed
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "assets" / "heads128.safetensors"
@@ -190,10 +190,12 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=8, help="latent changes (new seeds) with the fast path")
     p.add_argument("--ref-seeds", type=int, default=4, help="of those, how many also with the reference generator")
     p.add_argument("--resolution", type=int, default=256)
-    p.add_argument("--cli-runs", type=int, default=1)
+    p.add_argument("--cli-runs", type=int, default=1, help="gsgan-render runs to time (0: none, as --skip-cli)")
     p.add_argument("--skip-cli", action="store_true")
     p.add_argument("--out", default=None)
     args = p.parse_args()
+    if args.cli_runs < 0:
+        p.error("--cli-runs: 0 or more")
     os.chdir(ROOT)
 
     import numba
@@ -211,7 +213,7 @@ def main() -> None:
     log(f"orbit done ({orbit['load_after']})")
     latent = bench_latent(fast, reference, args)
     log(f"latent changes done ({latent['load_after']})")
-    cli = None if args.skip_cli else bench_cli(args)
+    cli = None if args.skip_cli or args.cli_runs == 0 else bench_cli(args)
     if cli:
         log(f"gsgan-render done ({cli['load_after']})")
     results = {"facts": facts, "orbit": orbit, "latent": latent, "cli": cli}

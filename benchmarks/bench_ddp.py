@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,7 @@ def run(nproc: int, args: argparse.Namespace) -> dict:
         command += ["--device", args.device]
     print("$", " ".join(command), flush=True)
     with open(args.out / f"ddp{nproc}.log", "w") as log:
-        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
     records = [json.loads(line) for line in open(outdir / "log.jsonl") if line.strip()]
     times = {r["step"]: r["time_s"] for r in records if "step" in r and "time_s" in r}
     steps = sorted(times)

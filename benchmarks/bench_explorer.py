@@ -2,7 +2,7 @@
 
     python benchmarks/bench_explorer.py [--out DIR] [--frames 200]
 
-Cases (the issue's targets):
+Cases, with their targets:
   orbit   lite512, 512x512: the camera moves every frame, the Gaussians come from the cache;
           a frame = rasterize + colour to uint8 + copy to the host.            target >= 200 frames/s
   live    lite256, 512x512: the interpolation slider moves every frame, so the generator reruns;
@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-
 from explorer.texture import new_rgba_buffer, to_rgba
 from gsgan_core.models import build_generator
 from gsgan_core.models.config import preset
@@ -39,6 +38,8 @@ from gsgan_core.render import backend_report
 from gsgan_core.view.engine import Engine
 from gsgan_core.view.state import ExplorerState
 from gsgan_core.view.viewer_camera import viewer_cameras
+
+from common import device_name, sync
 
 TARGET_FPS = {"orbit": 200.0, "live": 60.0}
 LOG: list[str] = []
@@ -132,13 +133,11 @@ def orbit_case(device, frames: int, name: str = "lite512", size: int = 512, scen
                for i in range(frames)]
     samples = []
     with torch.inference_mode():
-        for i, (viewmats, Ks) in enumerate(cameras):
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+        for viewmats, Ks in cameras:
+            sync(device)
             start = time.perf_counter()
             render(shown, viewmats[None], Ks[None], size, size, backend="auto")
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+            sync(device)
             samples.append((time.perf_counter() - start) * 1e3)
     row["rasterizer_only_ms_median"] = statistics.median(samples[5:] if len(samples) > 10 else samples)
     return row
@@ -195,10 +194,10 @@ def main() -> int:
     device = torch.device("cuda")
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    log(f"device: {torch.cuda.get_device_name(device)}; torch {torch.__version__}; render: {backend_report(device)}")
+    log(f"device: {device_name(device)}; torch {torch.__version__}; render: {backend_report(device)}")
     log(f"gsplat probe/compile took {time.perf_counter() - start:.1f} s")
 
-    results = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__}
+    results = {"device": device_name(device), "torch": torch.__version__}
     results["orbit"] = []
     for scene, background in (("random", True), ("random", False), ("head", True), ("head", False)):
         row = orbit_case(device, args.frames, scene=scene, background=background)

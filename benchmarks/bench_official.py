@@ -1,7 +1,7 @@
 """The official GSGAN generator against gsgan's re-implementation, same weights, one CUDA GPU, one process.
 
-    python benchmarks/bench_official.py --official .official/repo --out DIR [--iters 50] \
-        [--configs ffhq256[,ffhq512]] [--batches 1,8] [--dgr .official/dgr] [--budget-s 540]
+    python benchmarks/bench_official.py --official .official/repo --out DIR [--iters 50] \\
+        [--configs ffhq256[,ffhq512]] [--batches 1,8] [--dgr .official/dgr] [--budget-s SECONDS]
 
 For each configuration the official `GSGenerator` is built the way its train.py builds it (through
 tests/fixtures/official/regenerate.py: same kwargs, same seed, layerscales and w_avg randomised), and
@@ -20,12 +20,12 @@ its G_ema weights are loaded into gsgan's `GSGANGenerator` with `generator_from_
    (one camera per scene, camera model "gsgan"), and generate + render end to end in one timed call.
 
 Medians after warm-up, synchronised. A markdown table is printed last (also when a stage fails or
-the time budget runs out); the JSON (written after every stage), the full log and the rasterizer's
-build log go to --out.
+the time budget given with --budget-s runs out); the JSON (written after every stage), the full log
+and the rasterizer's build log go to --out.
 
 CPU smoke test (no rasterizer, no graphs; the tiny configurations shrink the official code):
 
-    python benchmarks/bench_official.py --official .official/repo --out /tmp/bo \
+    python benchmarks/bench_official.py --official .official/repo --out /tmp/bo \\
         --configs tiny256 --device cpu --batches 1,2 --iters 2
 """
 
@@ -42,7 +42,6 @@ import os
 import re
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,47 +52,27 @@ from pathlib import Path
 
 import torch
 
+from gsgan_core.cameras import camera_forward, cameras_to_labels, labels_to_cameras, orbit_camera, to_rasterizer
+from gsgan_core.io.official import generator_from_official
+from gsgan_core.models.generator import z_from_seeds
+from gsgan_core.render import backend_report, render
+
+from common import Tee, device_name, median_ms, set_tf32, sync
+
 ROOT = Path(__file__).resolve().parents[1]
-
-from gsgan_core.cameras import (  # noqa: E402
-    camera_forward, cameras_to_labels, labels_to_cameras, orbit_camera, to_rasterizer,
-)
-from gsgan_core.io.official import generator_from_official  # noqa: E402
-from gsgan_core.models.generator import z_from_seeds  # noqa: E402
-from gsgan_core.render import backend_report, render  # noqa: E402
-
+# The test fixtures' generator (ours): it builds the official generator of each configuration with its
+# train.py's kwargs and seeds; the benchmark builds the same ones, so parity here is parity there.
 REGENERATE = ROOT / "tests" / "fixtures" / "official" / "regenerate.py"
 FULL_CONFIGS = ("ffhq256", "ffhq512", "afhq256", "afhq512")
 TINY_CONFIGS = ("tiny256", "tiny512")
 TARGET_MS_PER_IMAGE = {256: 1.5}  # the goal at 256 px: generator + rasterizer per image
 PSI = 0.7
 DGR_CACHE = Path(os.environ.get("GSGAN_BENCH_CACHE", "/tmp/gsgan-bench"))
+DGR_BUILD_TIMEOUT_S = 600  # a rasterizer build that takes longer is taken as hung
 
 
 # ---------------------------------------------------------------------------------------------
 # small utilities
-
-
-class Tee:
-    """Writes to the terminal and to a log file."""
-
-    def __init__(self, stream, log):
-        self.stream, self.log = stream, log
-
-    def write(self, text):
-        self.stream.write(text)
-        self.log.write(text)
-        return len(text)
-
-    def flush(self):
-        self.stream.flush()
-        self.log.flush()
-
-    def isatty(self):
-        return False
-
-    def fileno(self):
-        return self.stream.fileno()
 
 
 class Deadline(Exception):
@@ -101,11 +80,12 @@ class Deadline(Exception):
 
 
 class Budget:
-    """Whole-run time budget: `remaining()`, and `limit(seconds)` to bound one stage (SIGALRM)."""
+    """Whole-run time budget: `remaining()`, and `limit(seconds)` to bound one stage (SIGALRM).
+    `seconds` None: no budget (`remaining()` is infinite; `limit(seconds)` still bounds a stage)."""
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float | None):
         self.start = time.time()
-        self.seconds = seconds
+        self.seconds = math.inf if seconds is None else seconds
         self.can_alarm = hasattr(signal, "SIGALRM")
         if self.can_alarm:
             signal.signal(signal.SIGALRM, self._fire)
@@ -130,7 +110,8 @@ class Budget:
         if previous:
             allowed = min(allowed, previous)
         start = time.time()
-        signal.alarm(max(1, int(math.ceil(allowed))))
+        if math.isfinite(allowed):  # else: no budget and no stage limit, nothing to arm
+            signal.alarm(max(1, int(math.ceil(allowed))))
         try:
             yield
         finally:
@@ -139,31 +120,9 @@ class Budget:
                 signal.alarm(max(1, int(math.ceil(previous - (time.time() - start)))))
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_ms(fn, device: torch.device, iters: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    samples = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
-
-
-def set_tf32(enabled: bool) -> None:
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-    torch.backends.cudnn.allow_tf32 = enabled
-
-
 def load_regenerate():
-    """tests/fixtures/official/regenerate.py (ours) as a module: the official configs and helpers."""
+    """tests/fixtures/official/regenerate.py (ours) as a module: the official configs and helpers.
+    Loaded by path: tests/ is not a package that is installed."""
     spec = importlib.util.spec_from_file_location("gsgan_official_regenerate", REGENERATE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -217,8 +176,8 @@ def host_calls_in_device_code(log: str) -> list[str]:
 class DgrBuild:
     """Builds the rasterizer's extension in a cache folder (sources copied there), in the background.
 
-    The cache folder is keyed by the sources, torch and Python, so a warm machine builds it once;
-    the checkout itself (carried to the GPU machine) stays free of build outputs."""
+    The cache folder is keyed by the sources, torch and Python, so each combination is built once;
+    the checkout itself stays free of build outputs."""
 
     def __init__(self, source: Path | None, log_path: Path):
         self.source = source
@@ -676,8 +635,9 @@ def main() -> int:
     parser.add_argument("--official-iters", type=int, default=20, help="timed calls per measurement (official)")
     parser.add_argument("--compile-batches", default="1,8", help="batches to torch.compile (empty: none)")
     parser.add_argument("--compile-timeout", type=float, default=240, help="seconds for one compile + capture")
-    parser.add_argument("--budget-s", type=float, default=540,
-                        help="stop measuring after this long (the device's limit is 600 s a command); the table still prints")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="seconds for the whole run: no new measurement starts after them and the one "
+                             "running then stops; the table of what was measured still prints (default: no limit)")
     parser.add_argument("--device", default="auto", help="auto | cuda | cpu (cpu: smoke test of the code paths)")
     parser.add_argument("--compile-cpu", action="store_true", help="on CPU too (tests the code path; slow)")
     args = parser.parse_args()
@@ -699,6 +659,8 @@ def main() -> int:
         parser.error("--batches: positive integers")
     if not (args.official / "training" / "gs_generator.py").is_file():
         parser.error(f"--official {args.official}: not a GSGAN checkout (training/gs_generator.py missing)")
+    if args.budget_s is not None and args.budget_s <= 0:
+        parser.error("--budget-s: a positive number of seconds")
     if args.dgr is None and (args.official.parent / "dgr").is_dir():
         args.dgr = args.official.parent / "dgr"
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
@@ -713,7 +675,7 @@ def main() -> int:
     budget = Budget(args.budget_s)
     backend = "gsplat" if device.type == "cuda" else "reference"
     report = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
+        "device": device_name(device),
         "torch": torch.__version__, "python": sys.version.split()[0], "args": vars(args),
         "render_backend": backend, "rows": [], "parity": {}, "configs": {}, "errors": [], "notes": [],
     }
@@ -734,7 +696,7 @@ def main() -> int:
                 _warm_gsplat(device)
             report["gsplat_warmup_s"] = time.time() - start
             print(f"gsplat ready after {report['gsplat_warmup_s']:.0f} s", flush=True)
-        dgr_path = dgr.finish(timeout=min(600, budget.remaining() - 120))
+        dgr_path = dgr.finish(timeout=min(DGR_BUILD_TIMEOUT_S, budget.remaining() - 120))
         report["dgr_build"] = dgr.status
         print(f"[dgr] {dgr.status}", flush=True)
         regen = load_regenerate()
@@ -829,7 +791,8 @@ def main() -> int:
                 write_json(json_path, report)
             summarise(report, name, resolution)
     except Deadline:
-        report["errors"].append(f"time budget ({args.budget_s:.0f} s) reached")
+        report["errors"].append(f"time budget ({args.budget_s:.0f} s) reached" if args.budget_s is not None
+                                else "time limit of a stage reached")
     except Exception as err:
         report["errors"].append(f"{type(err).__name__}: {err}")
         traceback.print_exc()
@@ -844,7 +807,8 @@ def main() -> int:
 
 
 def _warm_gsplat(device: torch.device) -> None:
-    """One tiny gsplat render: compiles gsplat's CUDA code on a fresh machine."""
+    """One tiny gsplat render: gsplat compiles its CUDA code on first use (JIT), here rather than
+    inside a measurement."""
     from gsgan_core.gaussians import Gaussians
 
     n = 64

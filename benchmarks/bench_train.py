@@ -29,7 +29,6 @@ from pathlib import Path
 
 import torch
 
-
 from gsgan_core.cameras import camera_forward, sample_ffhq_like, to_rasterizer
 from gsgan_core.data.heads import make_heads_dataset
 from gsgan_core.models.config import preset
@@ -41,26 +40,10 @@ from gsgan_core.train import losses
 from gsgan_core.train.config import TrainConfig
 from gsgan_core.train.loop import train
 
+from common import device_name, median_ms, sync
+
 # Dense TF32 tensor-core peaks (FLOP/s) from NVIDIA's data sheets, SXM parts.
 TF32_PEAK = {"H100": 494.7e12, "H200": 494.7e12}
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_ms(fn, device, iters: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    samples = []
-    for _ in range(iters):
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        samples.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(samples)
 
 
 def peak_gb(fn, device) -> float:
@@ -99,6 +82,9 @@ def components(preset_name: str, resolution: int, batch: int, device: torch.devi
     viewmats, Ks = viewmats[:, None], Ks[:, None]
     background = torch.rand(batch, 1, 3, device=device)
 
+    def ms(fn) -> float:
+        return median_ms(fn, device, iters, warmup=3)
+
     def g_forward():
         return G.synthesize(G.mapping(z, labels), camera_forward(cam2world), return_anchors=True)
 
@@ -108,24 +94,23 @@ def components(preset_name: str, resolution: int, batch: int, device: torch.devi
 
     out = {"gaussians_per_scene": G.config.num_gaussians}
     with torch.no_grad():
-        out["G_forward_ms"] = median_ms(g_forward, device, iters)
+        out["G_forward_ms"] = ms(g_forward)
         gaussians = g_forward()[0]
-        out["render_forward_ms"] = median_ms(lambda: images_of(gaussians), device, iters)
+        out["render_forward_ms"] = ms(lambda: images_of(gaussians))
         fakes = images_of(gaussians)
 
     leaves = gaussians.detach()
     for name in ("means", "log_scales", "quats", "opacity_logits", "sh_dc"):
         getattr(leaves, name).requires_grad_(True)
-    out["render_forward_backward_ms"] = median_ms(lambda: images_of(leaves).square().mean().backward(), device, iters)
-    out["G_render_forward_backward_ms"] = median_ms(
-        lambda: images_of(g_forward()[0]).square().mean().backward(), device, iters)
+    out["render_forward_backward_ms"] = ms(lambda: images_of(leaves).square().mean().backward())
+    out["G_render_forward_backward_ms"] = ms(lambda: images_of(g_forward()[0]).square().mean().backward())
 
     def d_step():
         result = D(fakes, labels)
         (result.logits.mean() + losses.infonce_pose_loss(result.image_pose, result.camera_pose)).backward()
 
     out["D_step_first_call_peak_gb"] = peak_gb(d_step, device)
-    out["D_forward_backward_ms"] = median_ms(d_step, device, iters)
+    out["D_forward_backward_ms"] = ms(d_step)
     out["D_step_peak_gb"] = peak_gb(d_step, device)
 
     def r1_step():
@@ -134,7 +119,7 @@ def components(preset_name: str, resolution: int, batch: int, device: torch.devi
         losses.r1_penalty(reals, logits).mean().backward()
 
     out["D_r1_first_call_peak_gb"] = peak_gb(r1_step, device)
-    out["D_r1_ms"] = median_ms(r1_step, device, iters)
+    out["D_r1_ms"] = ms(r1_step)
     out["D_r1_peak_gb"] = peak_gb(r1_step, device)
     if device.type == "cuda":  # where the R1 double backward spends its time, for the log
         from torch.profiler import ProfilerActivity, profile
@@ -148,8 +133,7 @@ def components(preset_name: str, resolution: int, batch: int, device: torch.devi
         out["D_forward_gflop"] = forward_flops(lambda: D(fakes, labels)) / 1e9
     if device.type == "cuda":
         out["render_backend"] = backend_report(device)
-    del G, D
-    return out
+    return out  # G and D are freed with this frame
 
 
 def training_run(data: str, outdir: str, args, device: torch.device) -> dict:
@@ -204,7 +188,7 @@ def main() -> int:
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     args.out.mkdir(parents=True, exist_ok=True)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    name = device_name(device)
     print(f"device: {name}; torch {torch.__version__}", flush=True)
 
     work = Path(tempfile.mkdtemp(prefix="bench_train_"))

@@ -18,15 +18,15 @@
    - stand-ins for modules it imports but does not use here when they are missing: distutils'
      strtobool (Python 3.12), cv2, psutil, scipy, plyfile, requests;
    - its rasterizer (ashawkey's diff-gaussian-rasterization) built from --dgr as bench_official.py
-     does (a cache folder; a warm machine builds it once).
+     does (in a cache folder, once per source, torch and Python version).
    Throughput: a timestamp per generator optimiser step (one per 32 images) written to a side file,
    images/s over the steps after --warmup-s; its own status lines (sec/kimg) as a cross-check.
 3. Runs gsgan's trainer (`python -m gsgan_core.train`, i.e. gsgan-train) on the RGBA dataset with
    --preset ffhq256 --batch 32 --background black --workers 4 for as long, and reads images/s from
    its log.jsonl (one line every --log-steps steps; its loop synchronises every step).
-Each side runs with a start-up timeout and a hard limit; full stdout/stderr of each go to --out
-(official_train.log, gsgan_train.log), with this script's own log and JSON, and a table is printed
-last even if a side fails.
+Each side runs with a start-up timeout and a hard limit (and inside --budget-s when given); full
+stdout/stderr of each go to --out (official_train.log, gsgan_train.log), with this script's own log
+and JSON, and a table is printed last even if a side fails.
 
 CPU smoke test of everything but the training itself (`--dry-run`): the official train.py parses
 the flags and checks the dataset under the same in-memory adaptations (and tests them), and gsgan's
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -50,10 +51,11 @@ import time
 import types
 from pathlib import Path
 
+from common import Tee, device_name
+
 ROOT = Path(__file__).resolve().parents[1]
 CHILD_ENV = "GSGAN_BENCH_OFFICIAL_CHILD"  # set in the official child: its spawned workers re-import this file
 FORCE_STUBS_ENV = "GSGAN_BENCH_FORCE_STUBS"  # --dry-run: the stand-ins even where the real modules exist
-PREVIOUS_OFFICIAL_IMG_S = 29.9  # an earlier measurement with other code versions (H200)
 
 # train.py flags of the official _scripts/train_ffhq256.sh (hyper-parameters section), as given there
 FFHQ256_FLAGS = [
@@ -327,20 +329,6 @@ def child_official(argv: list[str]) -> int:
 # the launcher
 
 
-class Tee:
-    def __init__(self, stream, log):
-        self.stream, self.log = stream, log
-
-    def write(self, text):
-        self.stream.write(text)
-        self.log.write(text)
-        return len(text)
-
-    def flush(self):
-        self.stream.flush()
-        self.log.flush()
-
-
 def make_datasets(rgba: Path, count: int, resolution: int) -> tuple[Path, dict]:
     """The heads dataset (RGBA) and an RGB copy over black (for the official loader)."""
     import io
@@ -550,9 +538,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=4, help="gsgan-train's data workers (the official default: 3)")
     parser.add_argument("--sides", default="official,gsgan", help="which trainers to run")
     parser.add_argument("--startup-timeout", type=float, default=300, help="seconds to the first training step")
-    parser.add_argument("--budget-s", type=float, default=510,
-                        help="the whole run (the device's limit is 600 s a command); a side that no longer fits is "
-                             "shortened or skipped, and a side still running at the end is stopped")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="seconds for the whole run: a side that no longer fits is shortened or skipped, and a "
+                             "side still running at the end is stopped (default: no limit, each side trains --seconds)")
     parser.add_argument("--rundir", type=Path, default=Path("/tmp/gsgan-bench-train"), help="the trainers' output folders")
     parser.add_argument("--dry-run", action="store_true",
                         help="CPU smoke test: official train.py --dry-run with the adaptations self-tested; "
@@ -565,12 +553,15 @@ def main() -> int:
         parser.error("--sides: official and/or gsgan")
     if not (args.official / "train.py").is_file():
         parser.error(f"--official {args.official}: not a GSGAN checkout (train.py missing)")
+    if args.budget_s is not None and args.budget_s <= 0:
+        parser.error("--budget-s: a positive number of seconds")
     if args.dgr is None and (args.official.parent / "dgr").is_dir():
         args.dgr = args.official.parent / "dgr"
     if args.dry_run:
         args.count, args.resolution, args.batch = 8, 64, 4
         args.startup_timeout = max(args.startup_timeout, 600)
-        args.budget_s = max(args.budget_s, 1800)  # a slow CPU: no budget cuts
+        # a slow CPU: no budget cuts, but a bound for a side that hangs (its steps have no time limit here)
+        args.budget_s = max(args.budget_s or 0, 1800)
         args.data = args.rundir / "heads64-dry.zip"
 
     import torch
@@ -580,17 +571,19 @@ def main() -> int:
     sys.stdout, sys.stderr = Tee(sys.__stdout__, log), Tee(sys.__stderr__, log)
     start = time.time()
     cuda = torch.cuda.is_available() and not args.dry_run
-    report = {"device": torch.cuda.get_device_name(0) if cuda else "CPU (dry run)" if args.dry_run else "CPU",
+    report = {"device": device_name("cuda" if cuda else "cpu") + (" (dry run)" if args.dry_run else ""),
               "torch": torch.__version__, "python": sys.version.split()[0], "args": vars(args), "sides": {},
-              "errors": [], "previous_official_img_s": PREVIOUS_OFFICIAL_IMG_S}
+              "errors": []}
     json_path = args.out / "bench_train_official.json"
 
     def save():
         report["elapsed_s"] = time.time() - start
         json_path.write_text(json.dumps(report, indent=1, default=str))
 
+    budget_s = math.inf if args.budget_s is None else args.budget_s
+
     def remaining() -> float:
-        return args.budget_s - (time.time() - start)
+        return budget_s - (time.time() - start)
 
     try:
         if not cuda and not args.dry_run:
@@ -610,13 +603,13 @@ def main() -> int:
             except Exception as err:  # gsgan-train will say more; the official side does not need gsplat
                 report["errors"].append(f"gsplat warm-up: {type(err).__name__}: {err}")
                 print(f"gsplat warm-up failed: {type(err).__name__}: {err}", flush=True)
-        dgr_path = dgr.finish(timeout=min(600, remaining() - 150)) if "official" in sides else None
+        dgr_path = (dgr.finish(timeout=min(bench_official.DGR_BUILD_TIMEOUT_S, remaining() - 150))
+                    if "official" in sides else None)
         report["dgr_build"] = dgr.status
         print(f"[dgr] {dgr.status}", flush=True)
         save()
 
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
         env.setdefault("PYTHONUNBUFFERED", "1")
         for side in sides:
             left = remaining() - (30 if args.dry_run else 90)  # start-up and stop of this side
@@ -647,7 +640,7 @@ def main() -> int:
                 result = run_side("official", cmd, args.official.resolve(), child_env, args.out / "official_train.log",
                                   lambda: official_samples(progress, args.batch), seconds,
                                   args.startup_timeout, args.dry_run, group_stop=True, stop_grace=15,
-                                  deadline=start + args.budget_s - 15)
+                                  deadline=start + budget_s - 15)
                 result["throughput"] = throughput(official_samples(progress, args.batch), args.warmup_s)
                 result["ticks"] = official_ticks(args.out / "official_train.log")
                 later = [t for t in result["ticks"] if t["tick"] >= 1]
@@ -671,7 +664,7 @@ def main() -> int:
                             "--max-minutes", f"{(seconds + args.startup_timeout) / 60:.2f}"]
                 result = run_side("gsgan", cmd, ROOT, env, args.out / "gsgan_train.log", lambda: gsgan_samples(log_jsonl),
                                   seconds, args.startup_timeout, args.dry_run, group_stop=False, stop_grace=45,
-                                  deadline=start + args.budget_s - 45)
+                                  deadline=start + budget_s - 45)
                 result["throughput"] = throughput(gsgan_samples(log_jsonl), args.warmup_s if not args.dry_run else 0)
                 records = [json.loads(line) for line in _read_lines(log_jsonl) if line.startswith("{")]
                 progress_lines = [r for r in records if "images_per_s" in r]
@@ -726,7 +719,6 @@ def print_table(report: dict) -> None:
     if rates.get("official") and rates.get("gsgan"):
         print(f"gsgan / official: {rates['gsgan'] / rates['official']:.2f}x "
               f"({rates['gsgan']:.1f} vs {rates['official']:.1f} img/s)")
-    print(f"previous measurement (other code versions): official {report['previous_official_img_s']} img/s")
     print("notes: official = train.py with _scripts/train_ffhq256.sh's flags but --gpus=1 (all 32 images on one GPU), "
           "--metrics=none, --tick=1, on the heads composited over black; its StyleGAN plugins as reference ops. "
           "gsgan-train: --preset ffhq256 --batch 32 --background black. img/s from the step times after the warm-up; "

@@ -10,7 +10,6 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-
 from gsgan_core.models.config import preset
 from gsgan_core.models.generator import Generator, randomize_layer_scales, z_from_seeds
 

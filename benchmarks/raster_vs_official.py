@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from bench_official import DgrBuild, Official, load_regenerate  # noqa: E402
+from gsgan_core.cameras import camera_forward, labels_to_cameras, orbit_camera, to_rasterizer
+from gsgan_core.gaussians import Gaussians
+from gsgan_core.render import render
 
-from gsgan_core.cameras import camera_forward, labels_to_cameras, orbit_camera, to_rasterizer  # noqa: E402
-from gsgan_core.gaussians import Gaussians  # noqa: E402
-from gsgan_core.render import render  # noqa: E402
+from bench_official import DGR_BUILD_TIMEOUT_S, DgrBuild, Official, load_regenerate
 
 FLIP = torch.diag(torch.tensor([1.0, -1.0, -1.0, 1.0]))
 
@@ -66,7 +66,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     build = DgrBuild(args.dgr, args.out / "dgr_build.log")
     build.start()
-    path = build.finish(600)
+    path = build.finish(DGR_BUILD_TIMEOUT_S)
     print("dgr:", build.status, flush=True)
     regen = load_regenerate()
     official = Official(regen, args.official, tiny=False, dgr_path=path)
