@@ -32,7 +32,7 @@ def heads(tmp_path_factory):
 
 def tiny_config(data, outdir, **overrides) -> TrainConfig:
     values = dict(data=data, outdir=str(outdir), preset="tiny", batch=2, kimg=1.0, snap_kimg=1.0, log_steps=1,
-                  workers=0, r1_interval=2, d_channel_base=1024, d_channel_max=64, grid_seeds=2, device="cpu")
+                  workers=0, r1_interval=2, g_pose_cond=True, grid_seeds=2, device="cpu")
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -531,11 +531,14 @@ def test_resume_alone_continues_the_run_with_every_saved_setting(heads, tmp_path
 
     # flags that cannot change are refused with one line naming the flag, before any work
     state = (run / "training-state.safetensors").read_bytes()
+    built = preset(preset_name)
+    conditioned = not built.c_zero if built.architecture == "gsgan" else built.c_dim > 0  # the preset's
     for flags, says in [(["--d-channel-max", "128"], "--d-channel-max 128 does not fit the discriminator"),
                         (["--preset", "lite256"], "--preset lite256"),
                         (["--resolution", "32"], "--resolution 32 does not fit the generator"),
                         (["--batch", "4"], "--batch 4: a resumed run keeps its batch (2)"),
-                        (["--g-pose-cond", "false"], "--g-pose-cond False does not fit the generator")]:
+                        (["--g-pose-cond", str(not conditioned).lower()],
+                         f"--g-pose-cond {not conditioned} does not fit the generator")]:
         capsys.readouterr()
         assert train_main(["--resume", str(run), *flags]) == 1, flags
         err = capsys.readouterr().err
@@ -623,7 +626,8 @@ def test_every_numeric_setting_refuses_values_outside_its_limits():
         if f.type not in ("int", "float"):
             continue
         meta, bad = f.metadata, []
-        step = 1 if f.type == "int" else 1e-3 * max(abs(f.default), 1)
+        kind = {"int": int, "float": float}[f.type]
+        step = 1 if f.type == "int" else 1e-3 * max(abs(f.default or 0), 1)
         bad += [meta["low"] - step] if "low" in meta else []
         bad += [meta["above"]] if "above" in meta else []
         bad += [meta["high"] + step] if "high" in meta else []
@@ -634,7 +638,7 @@ def test_every_numeric_setting_refuses_values_outside_its_limits():
                 dataclasses.replace(TrainConfig(), **{f.name: value})
             tried += 1
         for value in [v for v in (meta.get("low"), meta.get("high")) if v is not None]:
-            dataclasses.replace(TrainConfig(), **{f.name: type(f.default)(value)})  # the bounds themselves pass
+            dataclasses.replace(TrainConfig(), **{f.name: kind(value)})  # the bounds themselves pass
     assert tried > 60
 
 
@@ -648,7 +652,7 @@ def test_tiny_presets_size_both_networks_and_the_first_steps_are_logged(heads, t
     assert [r["step"] for r in read_log(run)] == [1, 2, 4]  # 1, 2, 4, ... before the first --log-steps
     captured = capsys.readouterr()
     assert "step 1 (kimg 0.002)" in captured.out + captured.err  # on the console too
-    assert json.loads((run / "training_options.json").read_text())["d_channel_max"] == 0  # the preset's
+    assert json.loads((run / "training_options.json").read_text())["d_channel_max"] is None  # the preset's
 
 
 def test_init_g_takes_the_architecture_from_the_file(heads, tmp_path):

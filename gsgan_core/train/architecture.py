@@ -5,7 +5,7 @@
     --g-pose-cond B     c_dim = 25 or 0 (lite); c_zero = not B (official: it keeps its label input)
     --g-modulated 1,0   modulated as one bool per level; empty = the preset's
     --g-NAME, --d-NAME  field NAME of the generator's, the discriminator's config
-                        (--d-channel-base/--d-channel-max 0 = the preset's)
+A model flag left out (None) is the preset's value: the presets are the one source of a network's settings.
 
 A fresh run builds its networks from the flags (`fresh_configs`). `--resume` and `--init-g` take
 them from the file, like nanoGPT's resume; a model flag given there must leave the file's network
@@ -33,17 +33,17 @@ def model_flags(network: str) -> list[str]:
 
 def model_fields(flag: str, value: Any, base: AnyConfig | DiscriminatorConfig) -> dict[str, Any]:
     """{field: value} that model flag `flag` sets in a config of `base`'s kind; {} for 'the preset's'."""
-    if flag == "preset":
+    if flag == "preset" or value is None:
         return {}
     if flag == "resolution":
         name = "resolution" if isinstance(base, DiscriminatorConfig) else "image_resolution"
         return {name: value} if value else {}
     if isinstance(base, DiscriminatorConfig):
-        return {flag[len("d_"):]: value} if value else {}
+        return {flag[len("d_"):]: value}
     if flag == "g_pose_cond":
         return {"c_dim": 25 if value else 0} if base.architecture == "lite" else {"c_zero": not value}
     if flag == "g_modulated":
-        return {"modulated": tuple(v == "1" for v in value.split(","))} if value else {}
+        return {"modulated": tuple(v == "1" for v in value.split(","))}
     return {flag[len("g_"):]: value}
 
 
@@ -56,8 +56,7 @@ def apply_flags(base, flags: dict[str, Any], source: str):
         for name, new in model_fields(flag, value, base).items():
             if name in names:
                 changes[name] = new
-            elif getattr(base, name, None) != new and value != getattr(TrainConfig, flag):
-                # a switch this architecture does not have (the official network's constants: background, ...)
+            else:  # a switch this architecture does not have (the official network's constants: background, ...)
                 raise ConfigError(f"--{flag.replace('_', '-')} applies to the lite architecture; {source} is the "
                                   "official GSGAN network, which has no such switch")
     try:
@@ -88,9 +87,9 @@ def fresh_configs(config: TrainConfig, resolution: int) -> tuple[AnyConfig, Disc
 
 def _controlled_by_flags(base: AnyConfig) -> set[str]:
     """Generator fields that some flag other than --preset sets."""
-    samples = {"resolution": 8, "g_modulated": "1"}  # values that do set a field
+    samples = {"bool": True, "int": 8, "float": 1.0, "str": "1"}  # values that do set a field
     return {name for flag in model_flags("G")
-            for name in model_fields(flag, samples.get(flag, getattr(TrainConfig, flag)), base)}
+            for name in model_fields(flag, samples[TrainConfig.__dataclass_fields__[flag].type], base)}
 
 
 def _differences(built: AnyConfig, g_file: AnyConfig) -> list[str]:

@@ -6,7 +6,8 @@ written anywhere else. Field metadata says what a setting is:
 
     model="G", "D"    it shapes that network (--preset and --resolution: both); train/architecture.py
                       maps it onto the network's config, the one place that does: --g-NAME and
-                      --d-NAME set field NAME
+                      --d-NAME set field NAME. Their default is None: the preset's value, so a
+                      network's settings live in its config and its presets alone
     fixed="why"       a resumed run keeps the run's value (besides the model flags)
     per_command       it belongs to this command alone and is not inherited on --resume
 
@@ -49,16 +50,16 @@ class TrainConfig:
     # --- model (taken from the file with --resume and --init-g; given there, they must agree with it)
     preset: str = _s("ffhq256", choices=tuple(PRESETS), model="GD")  # both networks: ffhq256 | ffhq512 | afhq256 | afhq512 | gsgan-tiny (the official GSGAN generator), lite256 | lite512 | heads128 | tiny (the lite one)
     resolution: int = _s(0, low=0, model="GD")  # training image size; 0 = the dataset's (images are resized if different)
-    g_pose_cond: bool = _s(True, model="G")  # GSGAN: mapping sees the camera label (CGS-GAN: False)
-    g_background: bool = _s(True, model="G")  # GSGAN's background Gaussians (CGS-GAN: False, random colour instead)
-    g_soft_clamp: bool = _s(False, model="G")  # CGS-GAN's 20 tanh(0.05 v) on head outputs
-    g_anchor_floor_pixels: float = _s(0.0, low=0, model="G")  # > 0: anchors' scales stay above this many pixels (0 = GSGAN)
-    g_view_dependent_color: bool = _s(True, model="G")  # GSGAN: render colour sees the view direction (CGS-GAN: False)
-    g_modulated: str = _s("", model="G")  # which levels' blocks are w-modulated, one 0 or 1 per level (e.g. 1,1,1,1,1); empty = the preset's (GSGAN: levels 0-2)
-    d_pose: str = _s("contrastive", choices=POSE_MODES, model="D")  # contrastive (GSGAN) | projection (EG3D, CGS-GAN) | none
-    d_channel_base: int = _s(0, low=0, model="D")  # D channels at resolution r: min(base / r, max); 0 = the preset's (32768; tiny presets 1024)
-    d_channel_max: int = _s(0, low=0, model="D")  # see d_channel_base; 0 = the preset's (512; tiny presets 64)
-    d_mbstd_group: int = _s(4, low=1, model="D")  # minibatch-std group size
+    g_pose_cond: bool = _s(None, model="G")  # the mapping sees the camera label (GSGAN: true; CGS-GAN: false); default: the preset's
+    g_background: bool = _s(None, model="G")  # lite: GSGAN's background Gaussians (CGS-GAN: false, random colour instead); default: the preset's
+    g_soft_clamp: bool = _s(None, model="G")  # lite: CGS-GAN's 20 tanh(0.05 v) on head outputs; default: the preset's
+    g_anchor_floor_pixels: float = _s(None, low=0, model="G")  # lite: > 0: anchors' scales stay above this many pixels (0 = GSGAN); default: the preset's
+    g_view_dependent_color: bool = _s(None, model="G")  # lite: render colour sees the view direction (GSGAN: true; CGS-GAN: false); default: the preset's
+    g_modulated: str = _s(None, model="G")  # lite: which levels' blocks are w-modulated, one 0 or 1 per level (e.g. 1,1,1,1,1); default: the preset's
+    d_pose: str = _s(None, choices=POSE_MODES, model="D")  # contrastive (GSGAN) | projection (EG3D, CGS-GAN) | none; default: the preset's
+    d_channel_base: int = _s(None, low=0, model="D")  # D channels at resolution r: min(base / r, max); default (or 0): the preset's (32768; tiny presets 1024)
+    d_channel_max: int = _s(None, low=0, model="D")  # see d_channel_base; default (or 0): the preset's (512; tiny presets 64)
+    d_mbstd_group: int = _s(None, low=1, model="D")  # minibatch-std group size; default: the preset's (4)
 
     # --- optimisation
     batch: int = _s(32, low=1, fixed="its data order and its progress count in batches of the run's size")  # total over all processes; each process takes batch / world_size
@@ -111,6 +112,11 @@ class TrainConfig:
     given: frozenset[str] | None = field(default=None, repr=False, compare=False, metadata={"flag": False})
 
     def __post_init__(self):
+        if self.g_modulated == "":  # "" and 0 also say "the preset's" (how older runs saved it)
+            self.g_modulated = None
+        for name in ("d_channel_base", "d_channel_max"):
+            if getattr(self, name) == 0:
+                setattr(self, name, None)
         for f in flag_fields():
             check_value(f, getattr(self, f.name))
         if self.resume and not self.outdir:  # continue in the run folder the state came from
@@ -121,7 +127,7 @@ class TrainConfig:
                 raise ConfigError(f"--{_dash(flag)} {needs} a --resume state: pass --resume too")
         if self.init_g and self.resume:
             raise ConfigError("--init-g starts a run from a generator checkpoint and --resume continues a run: pass one of them")
-        if self.g_modulated and any(v not in ("0", "1") for v in self.g_modulated.split(",")):
+        if self.g_modulated is not None and any(v not in ("0", "1") for v in self.g_modulated.split(",")):
             raise ConfigError(f"--g-modulated takes one 0 or 1 per level, comma-separated (e.g. 1,1,1,0,0), got {self.g_modulated!r}")
         if self.resolution and (self.resolution < 8 or self.resolution & (self.resolution - 1)):
             raise ConfigError(f"--resolution must be a power of two >= 8 (the discriminator halves it down to 4x4), got {self.resolution}")
@@ -154,6 +160,8 @@ def _dash(name: str) -> str:
 def check_value(f: dataclasses.Field, value) -> None:
     """ConfigError naming the flag if `value` is outside field `f`'s limits (or not a finite number)."""
     meta, flag = f.metadata, f"--{_dash(f.name)}"
+    if value is None and f.default is None:  # the preset's
+        return
     if "choices" in meta and value not in meta["choices"]:
         raise ConfigError(f"{flag} must be one of {', '.join(meta['choices'])}; got {value!r}")
     if f.type not in ("int", "float"):
@@ -203,7 +211,7 @@ def build_parser(prog: str = "gsgan-train", defaults: bool = True) -> argparse.A
     for f in flag_fields():
         kind = {"bool": _parse_bool, "int": int, "float": float, "str": str}[f.type]
         help_text = comments.get(f.name, "").replace("%", "%%")
-        default = f.default if defaults else argparse.SUPPRESS
+        default = f.default if defaults and f.default is not None else argparse.SUPPRESS  # None: the preset's
         parser.add_argument("--" + _dash(f.name), type=kind, default=default, metavar=f.type.upper(), help=help_text)
     return parser
 

@@ -86,7 +86,7 @@ def generator_phase(run: Run, x: StepInputs) -> dict[str, Tensor]:
     d_fake = run.D(losses.blur_images(images, x.blur_sigma), x.render_labels.flatten(0, 1))
     adv = losses.g_nonsaturating(d_fake.logits)
     pose = zero
-    if config.d_pose == "contrastive" and config.pose_weight > 0:
+    if run.d_config.pose == "contrastive" and config.pose_weight > 0:
         pose = losses.infonce_pose_loss(d_fake.image_pose, d_fake.camera_pose, config.pose_temperature)
     center, knn = losses.center_loss(anchor_means), losses.knn_loss(anchor_means, config.knn_k)
     total = adv + config.pose_weight * pose + config.lambda_center * center + config.lambda_knn * knn
@@ -106,7 +106,7 @@ def discriminator_phase(run: Run, x: StepInputs) -> dict[str, Tensor]:
     d_real = run.D(losses.blur_images(real_input, x.blur_sigma), x.real_labels)
     adv = losses.d_logistic(d_real.logits, d_fake.logits)
     pose = r1 = torch.zeros((), device=run.device)
-    if config.d_pose == "contrastive" and config.pose_weight > 0:  # pose term on reals only
+    if run.d_config.pose == "contrastive" and config.pose_weight > 0:  # pose term on reals only
         pose = losses.infonce_pose_loss(d_real.image_pose, d_real.camera_pose, config.pose_temperature)
     if x.r1:  # lazy: every r1_interval steps, scaled by the interval
         r1 = losses.r1_penalty(real_input, d_real.logits).mean() * (config.r1_gamma / 2)
