@@ -559,6 +559,21 @@ def test_resume_refuses_other_data_but_follows_the_same_data_elsewhere(heads, tm
     make_heads_dataset(other, 4, RES, seed=1, processes=1, progress=False)
     with pytest.raises(TrainingError, match=r"--data .*other.zip is not the run's dataset .*8 images at 16 px"):
         train(TrainConfig(resume=str(run), data=str(other)))
+    same_size = tmp_path / "same_size.zip"  # as many images, as large: told apart by its cameras
+    make_heads_dataset(same_size, 8, RES, seed=1, processes=1, progress=False)
+    with pytest.raises(TrainingError, match=r"same_size.zip is not the run's dataset .*other camera labels"):
+        train(TrainConfig(resume=str(run), data=str(same_size)))
+
+
+def test_resume_never_writes_into_another_run(heads, tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    train(tiny_config(heads, first, max_steps=1))
+    train(tiny_config(heads, second, max_steps=1, seed=1))
+    kept = {p.name: p.read_bytes() for p in second.iterdir() if p.is_file()}
+    with pytest.raises(TrainingError, match=r"second already holds another training run; --resume .*first"):
+        train(TrainConfig(resume=str(first), outdir=str(second), max_steps=1))
+    assert {p.name: p.read_bytes() for p in second.iterdir() if p.is_file()} == kept
+    assert train(TrainConfig(resume=str(first), outdir=str(tmp_path / "third"), max_steps=1)).step == 2
 
 
 def test_interrupted_writes_are_removed_at_the_next_start_or_resume(heads, tmp_path, capsys):

@@ -6,6 +6,8 @@ So progress alone restores both on resume: nothing random is saved.
 
 from __future__ import annotations
 
+import hashlib
+
 import signal
 
 import numpy as np
@@ -34,8 +36,11 @@ def open_dataset(path: str, xflip: bool, world: Dist) -> ImageDataset:
 
 
 def dataset_identity(dataset: ImageDataset) -> dict:
-    """What a resumed run checks its data against: a dataset moved elsewhere is still the same one."""
-    return {"name": dataset.name, "images": dataset.num_files, "resolution": dataset.resolution}
+    """What a resumed run checks its data against: a dataset moved elsewhere is still the same one, and
+    another one of the same size is told apart by its camera labels."""
+    labels = dataset.labels[: dataset.num_files].detach().to("cpu", torch.float32).contiguous().numpy()
+    return {"name": dataset.name, "images": dataset.num_files, "resolution": dataset.resolution,
+            "labels_sha256": hashlib.sha256(labels.tobytes()).hexdigest()[:16]}
 
 
 class StepBatches(torch.utils.data.Sampler):

@@ -157,7 +157,8 @@ def build_run(config: TrainConfig, world: Dist, dataset: ImageDataset, g_config:
     ratio = config.r1_interval / (config.r1_interval + 1) if config.r1_interval else 1.0
     opt_D = torch.optim.Adam(D.parameters(), lr=config.d_lr * ratio, betas=tuple(b**ratio for b in betas), eps=1e-8)
     labels = dataset.labels.to(world.device)
-    return Run(config, world, dataset, labels, g_config, d_config, G, D, G_ema, opt_G, opt_D)
+    return Run(config=config, world=world, dataset=dataset, labels=labels, g_config=g_config, d_config=d_config,
+               G=G, D=D, G_ema=G_ema, opt_G=opt_G, opt_D=opt_D)
 
 
 # ====================================================================== --init-g
@@ -213,17 +214,23 @@ def _check_same_data(saved: dict | None, dataset: ImageDataset, source: str) -> 
     """The run's dataset, wherever it is now: as many images, of the same size (states that do not
     record it pass)."""
     now = dataset_identity(dataset)
-    if saved and (saved["images"], saved["resolution"]) != (now["images"], now["resolution"]):
+    labels_differ = "labels_sha256" in (saved or {}) and saved["labels_sha256"] != now["labels_sha256"]
+    if saved and ((saved["images"], saved["resolution"]) != (now["images"], now["resolution"]) or labels_differ):
         raise TrainingError(
             f"{source}: --data {dataset.path} is not the run's dataset (the run's {saved['name']}: "
             f"{saved['images']} images at {saved['resolution']} px; this one: {now['images']} at "
-            f"{now['resolution']} px): a resumed run goes on with its own data; --init-g fine-tunes on other data")
+            f"{now['resolution']} px{', other camera labels' if labels_differ else ''}): a resumed run goes on "
+            "with its own data; --init-g fine-tunes on other data")
 
 
 def _resumed_run(config: TrainConfig, world: Dist) -> Run:
     tensors, info = read_training_state(config.resume)
     source = info["path"]
     config = resumed_config(config, info["config"], source)
+    outdir = Path(config.outdir)
+    if (outdir / STATE_FILE).exists() and (outdir / STATE_FILE).resolve() != Path(source).resolve():
+        raise TrainingError(f"{outdir} already holds another training run; --resume {source} goes on in its own "
+                            "folder or in a new --outdir")
     open_flags = set(model_flags("D")) - {"preset", "resolution"} if config.resume_new_d else set()
     if config.resume_modulate:
         open_flags.add("g_modulated")
