@@ -116,6 +116,10 @@ def outcome(path: Path) -> str:
             results.append("refused")
     # The info reader checks the metadata only, so it may accept what the full load refuses; never the reverse.
     assert results != ["refused", "loaded"], "read_checkpoint_info refused a file load_checkpoint loaded"
+    if results[1] == "loaded":  # what loads also runs: a config the checks let through must not crash a forward pass
+        G, _ = load_checkpoint(path)
+        with torch.no_grad():
+            G(torch.randn(1, G.config.z_dim), torch.zeros(1, G.config.c_dim))
     note(f"{results[1]}")
     return results[1]
 
@@ -257,6 +261,43 @@ def test_a_relabelled_dtype_is_always_refused(scratch, which, data):
         header[name]["dtype"] = data.draw(st.sampled_from(same_size) | st.sampled_from(others), label=f"dtype of {name}")
     scratch.write_bytes(join(header, payload))
     assert outcome(scratch) == "refused"
+
+
+@pytest.mark.parametrize("which", ["lite/float32", "gsgan/float32"])
+def test_extreme_finite_config_floats_load_and_run_or_are_refused(scratch, which):
+    """Every float field of the config at large finite values (valid float32, so the type checks pass):
+    `outcome` loads it and runs a forward pass, or it is refused. Drawn at random, these are rare."""
+    header, payload = split(original(which))
+    config = json.loads(header["__metadata__"]["config"])
+    floats = [key for key, value in config.items() if isinstance(value, float)]
+    assert len(floats) >= 4, floats
+    tried = 0
+    for key in floats:
+        for value in (1e4, -1e4, 1e30, -1e30):
+            header["__metadata__"]["config"] = json.dumps({**config, key: value})
+            scratch.write_bytes(join(header, payload))
+            outcome(scratch)
+            tried += 1
+    assert tried == 4 * len(floats)
+
+
+@pytest.mark.parametrize("where", ["config", "training", "shape"])
+def test_integers_too_long_for_python_are_refused(scratch, where):
+    """json refuses integers of more than 4300 digits with a plain ValueError; the reader names the file."""
+    header, payload = split(original("lite/float32"))
+    marker = "987654321"  # put where the integer goes, then replaced in the text (json.dumps cannot write it)
+    if where == "shape":
+        name = next(k for k in header if k != "__metadata__")
+        header[name]["shape"] = [int(marker)] + header[name]["shape"][1:]
+    else:
+        values = json.loads(header["__metadata__"][where])
+        values[next(iter(values))] = int(marker)
+        header["__metadata__"][where] = json.dumps(values)
+    raw = json.dumps(header).encode().replace(marker.encode(), b"7" * 5000)
+    scratch.write_bytes(struct.pack("<Q", len(raw)) + raw + payload)
+    for reader in (read_checkpoint_info, load_checkpoint):
+        with pytest.raises(CheckpointError, match=r"5000 digits"):
+            reader(scratch)
 
 
 def test_the_originals_load(scratch):

@@ -183,7 +183,7 @@ def load_inversion(path: str | os.PathLike) -> InversionResult:
         notes = json.loads(metadata.get("notes", "[]"))
         label = check_label(tensors["label"], path)
         mode, architecture = metadata["mode"], metadata["architecture"]
-    except (KeyError, TypeError, ValueError, CameraError) as err:
+    except (KeyError, TypeError, ValueError, RecursionError, CameraError) as err:
         raise InversionFileError(path, f"has damaged metadata ({type(err).__name__}: {err})") from None
     state = {k[len(GENERATOR_PREFIX):]: v for k, v in tensors.items() if k.startswith(GENERATOR_PREFIX)}
     if mode == "pti" and not state:

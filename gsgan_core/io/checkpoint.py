@@ -131,8 +131,8 @@ def _read_header(path: Path) -> dict[str, Any]:
         raw = f.read(header_len)
     try:
         header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise _refusal(path, "is not a safetensors file (its header is not JSON)") from None
+    except ValueError as err:  # not UTF-8, not JSON, or an integer too long to convert
+        raise _refusal(path, f"is not a safetensors file (its header is not JSON: {_json_problem(err)})") from None
     except RecursionError:
         raise _refusal(path, "is not a safetensors file (its header is JSON nested too deep)") from None
     if not isinstance(header, dict):
@@ -207,6 +207,11 @@ def _short_repr(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _json_problem(err: Exception) -> str:
+    """json's reason, short (its advice to raise Python's integer-digit limit is cut)."""
+    return str(err).split("; use sys.")[0][:100]
+
+
 def _quoted(name: str, limit: int = 60) -> str:
     """'name' as the file spells it, cut short if long (a key can be megabytes)."""
     return f"'{name}'" if len(name) <= limit else f"'{name[: limit - 3]}...'"
@@ -228,7 +233,7 @@ def _parse_metadata(path: Path, header: dict[str, Any]) -> CheckpointInfo:
     try:
         version = int(metadata["format_version"])
     except ValueError:
-        raise _refusal(path, f"format_version {metadata['format_version']!r} is not a number") from None
+        raise _refusal(path, f"format_version {_short_repr(metadata['format_version'])} is not a number") from None
     if version not in READABLE_VERSIONS:
         raise _refusal(
             path, f"has format version {version}; this gsgan reads versions {READABLE_VERSIONS} (upgrade gsgan?)"
@@ -237,8 +242,8 @@ def _parse_metadata(path: Path, header: dict[str, Any]) -> CheckpointInfo:
     for key in ("config", "training", "dataset", "camera"):
         try:
             parsed[key] = json.loads(metadata[key])
-        except (json.JSONDecodeError, RecursionError):
-            raise _refusal(path, f"metadata '{key}' is not valid JSON") from None
+        except (ValueError, RecursionError) as err:  # ValueError: also an integer too long to convert
+            raise _refusal(path, f"metadata '{key}' is not valid JSON ({_json_problem(err)})") from None
         if not isinstance(parsed[key], dict):
             raise _refusal(path, f"metadata '{key}' must be a JSON object, got {_json_type(parsed[key])}")
     architecture = metadata.get("architecture", "lite")

@@ -38,6 +38,9 @@ SQRT2 = math.sqrt(2)
 
 
 # ====================================================================== configuration
+LOG_SCALE_LIMIT = 20.0  # e^20 world units is far beyond any scene; beyond it exp() overflows float32
+
+
 @dataclass(frozen=True)
 class GSGANConfig:
     """The official generator's settings; the defaults are FFHQ 256 (train.py, --cfg=ffhq)."""
@@ -91,6 +94,9 @@ class GSGANConfig:
             value = getattr(self, f.name)
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{f.name} must be a finite number, got {value}")
+        for name in ("scale_init", "scale_threshold", "background_scale_init", "background_scale_threshold"):
+            if abs(getattr(self, name)) > LOG_SCALE_LIMIT:  # log-scales: exp() of them must stay a float
+                raise ConfigError(f"{name} is a log-scale and must be within +-{LOG_SCALE_LIMIT}, got {getattr(self, name)}")
         if not 0 <= self.w_avg_beta <= 1 or not self.background_radius > 0:
             raise ConfigError(f"w_avg_beta must be in [0, 1] and background_radius positive, got "
                               f"{self.w_avg_beta} and {self.background_radius}")

@@ -120,7 +120,7 @@ def read_training_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor
     try:
         info = {key: json.loads(metadata[key]) for key in ("config", "progress", "param_groups")}
         info.update({key: json.loads(metadata[key]) for key in ("models", "dataset") if key in metadata})
-    except (KeyError, json.JSONDecodeError) as err:
+    except (KeyError, ValueError, RecursionError) as err:  # ValueError: not JSON, or an integer too long
         raise TrainingError(f"{path}: training-state metadata is damaged ({err})") from None
     if not all(isinstance(info[key], dict) for key in info):
         raise TrainingError(f"{path}: training-state metadata is damaged (a field is not a JSON object)")
