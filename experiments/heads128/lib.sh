@@ -74,7 +74,8 @@ train_demo() {
         --data "$DATA" --outdir "$2" "${resume[@]}" \
         --preset "$PRESET" --g-pose-cond false --g-background false --d-channel-base "${D_BASE:-32768}" --d-channel-max "${D_MAX:-160}" \
         --g-anchor-floor-pixels "${ANCHOR_FLOOR:-0.5}" --r1-gamma "${R1_GAMMA:-40}" \
-        --g-lr "$(python3 -c "print(0.0025 * $scale)")" --d-lr "$(python3 -c "print(0.002 * $scale)")" \
+        --g-lr "$(python3 -c "from gsgan_core.train.config import TrainConfig as T; print(T.g_lr * $scale)")" \
+        --d-lr "$(python3 -c "from gsgan_core.train.config import TrainConfig as T; print(T.d_lr * $scale)")" \
         --render-supersample "${SUPERSAMPLE:-1}" --ema-kimg "${EMA_KIMG:-40}" \
         --grid-yaws=-2.4,-1.2,-0.4,0,0.4,1.2,2.4,3.14 \
         --batch "${BATCH:-128}" --kimg "${KIMG:-20000}" --snap-kimg "${SNAP_KIMG:-50}" --swd-images "${SWD_IMAGES:-1000}" --workers 3 \
