@@ -4,19 +4,23 @@ NaN and infinities never pass). Each raises ConfigError naming what is
 wrong; `gsgan_core.cli.console` turns that into a one-line message and exit status 1.
 
 Choices (trajectories, render modes) come from the constants in `gsgan_core.view.state`, which
-the GUI's widgets read as well.
+the GUI's widgets read as well. Flags that several commands take are defined here too (`add_device`,
+`add_psi`, `add_fps`, `add_background`), as is the note a command prints for an imported snapshot.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 from typing import TYPE_CHECKING
 
 from gsgan_core.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
+
+    from gsgan_core.io.checkpoint import CheckpointInfo
 
 MAX_LIST = 10_000  # more seeds than this in one command is a typo, not a plan
 MAX_SEED = 2**32 - 1
@@ -29,6 +33,25 @@ DEVICE_HELP = "cuda, cpu or auto (default: cuda when available)"
 
 def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
+def add_psi(parser: argparse.ArgumentParser, default: float = 0.7) -> None:
+    """--psi, read with parse_psi."""
+    low, high = PSI_RANGE
+    parser.add_argument("--psi", type=float, default=default,
+                        help=f"truncation (1 = none, 0 = the average; {low:g}..{high:g})")
+
+
+def add_fps(parser: argparse.ArgumentParser, default: float = 30.0) -> None:
+    """--fps, read with parse_fps."""
+    parser.add_argument("--fps", type=float, default=default,
+                        help=f"frames per second, in (0, {FPS_RANGE[1]:g}] (default {default:g})")
+
+
+def add_background(parser: argparse.ArgumentParser, what: str = "") -> None:
+    """--background "r,g,b", read with parse_colour; `what` says what it is behind."""
+    parser.add_argument("--background", default="1,1,1",
+                        help=f"r,g,b in [0, 1]{': ' + what if what else ''} (default white)")
 
 
 def parse_device(name: str) -> torch.device:
@@ -124,5 +147,18 @@ def parse_psi(value: float, flag: str = "--psi") -> float:
     return parse_number(value, flag, *PSI_RANGE)
 
 
+def parse_fps(value: float, flag: str = "--fps") -> float:
+    return parse_number(value, flag, *FPS_RANGE, low_open=True)
+
+
 def parse_seed(value: int, flag: str = "--seed") -> int:
     return parse_number(value, flag, 0, MAX_SEED, integer=True)
+
+
+def print_import_note(prog: str, info: CheckpointInfo) -> None:
+    """"prog: note: ..." on stderr when `info` is of an official snapshot imported in memory (`io.open.import_note`)."""
+    from gsgan_core.io.open import import_note
+
+    note = import_note(info)
+    if note:
+        print(f"{prog}: {note}", file=sys.stderr)

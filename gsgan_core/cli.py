@@ -9,20 +9,22 @@ from __future__ import annotations
 import sys
 from typing import Callable
 
-from gsgan_core.errors import GsganError
+from gsgan_core.errors import GsganError, UsageError
 
 ERROR_EXIT = 1
+USAGE_EXIT = 2  # argparse's status for a command line it refuses
 
 Command = Callable[[list[str] | None], int | None]
 
 
 def console(prog: str, command: Command, argv: list[str] | None = None) -> int:
-    """Runs `command(argv)`; a GsganError becomes "prog: error: message" on stderr and exit status 1."""
+    """Runs `command(argv)`; a GsganError becomes "prog: error: message" on stderr and exit status 1
+    (2 for a UsageError, as argparse gives)."""
     try:
         status = command(argv)
     except GsganError as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
-        return ERROR_EXIT
+        return USAGE_EXIT if isinstance(err, UsageError) else ERROR_EXIT
     return 0 if status is None else int(status)
 
 

@@ -13,6 +13,11 @@ class ConfigError(GsganError, ValueError):
     """A configuration value, preset name or argument is invalid."""
 
 
+class UsageError(ConfigError):
+    """A command was given a value it cannot take at all (an unknown name, an output of the wrong kind):
+    the console's exit status is 2 for it, as for argparse's own refusals."""
+
+
 class PathError(GsganError):
     """A file or folder that cannot be used: `path` names it, `problem` says what is wrong with it
     in words a user can act on. The message is "path: problem"."""

@@ -267,8 +267,11 @@ def test_frame_writer_refuses_bad_outputs(tmp_path):
         FrameWriter(blocker / "out.mp4", fps=30)
     with pytest.raises(OutputError, match="unsupported file type"):
         FrameWriter(tmp_path / "out.avi", fps=30)
-    with pytest.raises(OutputError, match="fps"):
-        FrameWriter(tmp_path / "out.mp4", fps=0)
+    for fps, problem in ((0, "must be above 0"), (-5, "must be above 0"), (math.nan, "must be a finite number"),
+                         (math.inf, "must be a finite number")):
+        with pytest.raises(ConfigError, match=f"fps {problem}"):
+            FrameWriter(tmp_path / "new" / "out.mp4", fps=fps)
+    assert not (tmp_path / "new").exists(), "a refused fps is refused before the output folder is made"
 
 
 def test_render_modes_and_display_edits(engine):

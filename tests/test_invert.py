@@ -229,6 +229,11 @@ def _write(root, name, content):
     return str(path)
 
 
+FLAG_CASES = {"zero steps": ["--steps", "0"], "nan fps": ["--fps", "nan"], "zero fps": ["--fps", "0"],
+              "negative search steps": ["--search-steps", "-1"], "zero frames": ["--frames", "0"],
+              "negative seed": ["--seed", "-1"]}
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing image", "nope.png: file not found"),
     ("text as image", "notes.png: cannot be read as an image"),
@@ -239,6 +244,11 @@ def _write(root, name, content):
     ("no entry", "dataset.json: has no label for head.png"),
     ("missing checkpoint", "gone.safetensors: file not found"),
     ("zero steps", "--steps must be at least 1"),
+    ("nan fps", "--fps must be a finite number, got nan"),
+    ("zero fps", "--fps must be in (0, 1000], got 0.0"),
+    ("negative search steps", "--search-steps must be at least 0, got -1"),
+    ("zero frames", "--frames must be at least 1, got 0"),
+    ("negative seed", "--seed must be in [0, 4294967295], got -1"),
     ("out is a file", "taken: is a file; --out names a folder"),
 ])
 def test_bad_inputs_give_one_line_errors(case, message, files, tmp_path, capsys):
@@ -264,8 +274,8 @@ def test_bad_inputs_give_one_line_errors(case, message, files, tmp_path, capsys)
         args["camera"] = _write(root, "dataset.json", json.dumps({"labels": [["a.png", label], ["b.png", label]]}))
     elif case == "missing checkpoint":
         args["ckpt"] = str(root / "gone.safetensors")
-    elif case == "zero steps":
-        args["extra"] = ["--steps", "0"]
+    elif case in FLAG_CASES:
+        args["extra"] = FLAG_CASES[case]
     elif case == "out is a file":
         args["out"] = _write(root, "taken", "x")
     status = invert_main([args["ckpt"], args["image"], "--camera", args["camera"], "--out", args["out"], "--quiet",
@@ -273,6 +283,8 @@ def test_bad_inputs_give_one_line_errors(case, message, files, tmp_path, capsys)
     err = capsys.readouterr().err.strip().splitlines()
     assert status == 1
     assert len(err) == 1 and err[0].startswith("gsgan-invert: error: ") and message in err[0], err
+    if case in FLAG_CASES:
+        assert not (root / "out").exists(), "flags are checked before the output folder is made"
     if case in ("24 numbers", "not json", "pixel intrinsics", "no entry", "not square", "text as image"):
         assert not (root / "out" / "inversion.safetensors").exists()
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gsgan_core.arguments import add_device, parse_colour, parse_device, parse_resolution
+from gsgan_core.arguments import (add_background, add_device, add_fps, parse_colour, parse_device, parse_fps,
+                                  parse_number, parse_resolution, parse_seed, print_import_note)
 from gsgan_core.errors import ConfigError, OutputError
 
 from .fit import MODES, InvertSettings
@@ -53,10 +54,9 @@ def invert_parser() -> argparse.ArgumentParser:
     p.add_argument("--perceptual", default=None, metavar="VGG16_WEIGHTS",
                    help="torchvision VGG16 weights (.pth or .safetensors) for a perceptual loss; never downloaded "
                         "(default: pixels only)")
-    p.add_argument("--background", default="1,1,1", help="r,g,b in [0, 1]: what transparent pixels and renderings "
-                                                         "are put on (default white)")
+    add_background(p, "what transparent pixels and renderings are put on")
     p.add_argument("--frames", type=int, default=60, help="turntable frames (default 60)")
-    p.add_argument("--fps", type=float, default=30.0)
+    add_fps(p)
     p.add_argument("--video-resolution", type=int, default=None, help="turntable size (default: the fit's)")
     p.add_argument("--video", default="turntable.mp4", help="turntable file name in DIR: .mp4, .gif or .png")
     p.add_argument("--seed", type=int, default=0)
@@ -67,21 +67,18 @@ def invert_parser() -> argparse.ArgumentParser:
 
 
 def invert_command(argv: list[str] | None = None) -> int:
-    from gsgan_core.io.open import import_note, load_generator
+    from gsgan_core.io.open import load_generator
     from gsgan_core.view.video import VIDEO_SUFFIXES, check_output
 
     from .losses import Perceptual
     from .target import read_image, read_label, target_from_array
 
     args = invert_parser().parse_args(argv)
-    if args.steps < 1:
-        raise ConfigError(f"--steps must be at least 1, got {args.steps}")
-    if args.search_steps < 0:
-        raise ConfigError(f"--search-steps must be >= 0, got {args.search_steps}")
-    if args.frames < 1:
-        raise ConfigError(f"--frames must be at least 1, got {args.frames}")
-    if args.fps <= 0:
-        raise ConfigError(f"--fps must be positive, got {args.fps}")
+    parse_number(args.steps, "--steps", 1, integer=True)
+    parse_number(args.search_steps, "--search-steps", 0, integer=True)
+    parse_number(args.frames, "--frames", 1, integer=True)
+    parse_fps(args.fps)
+    parse_seed(args.seed)
     if args.video_resolution is not None:
         parse_resolution(args.video_resolution, "--video-resolution")
     if Path(args.video).name != args.video:
@@ -98,9 +95,7 @@ def invert_command(argv: list[str] | None = None) -> int:
     perceptual = Perceptual.load(args.perceptual, device) if args.perceptual else None
 
     G, info = load_generator(args.checkpoint, device)
-    note = import_note(info)
-    if note:
-        print(f"gsgan-invert: {note}", file=sys.stderr)
+    print_import_note("gsgan-invert", info)
     resolution = info.resolution
     target = target_from_array(pixels, resolution, str(args.image))
     settings = InvertSettings(mode=args.mode, pixel_loss=args.pixel_loss, background=background, seed=args.seed,
@@ -142,7 +137,7 @@ def _write_views(result, G, target, resolution, background, out: Path, video: Pa
     import torch
 
     from gsgan_core.cameras import orbit_camera
-    from gsgan_core.io.atomic import atomic_path
+    from gsgan_core.io.atomic import atomic_path, writing
     from gsgan_core.io.ply import write_ply
     from gsgan_core.view.video import FrameWriter
 
@@ -177,10 +172,8 @@ def _write_views(result, G, target, resolution, background, out: Path, video: Pa
         written += writer.commit()
 
     ply = out / PLY_NAME
-    try:
+    with writing(ply):
         write_ply(ply, latent_gaussians(G, ws, cam2world).to("cpu"))
-    except OSError as err:
-        raise OutputError(ply, f"cannot write: {err.strerror or err}") from None
     written.append(ply)
     return written
 

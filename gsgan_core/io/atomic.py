@@ -5,6 +5,7 @@ tempfile.mkstemp's 8 random characters; FrameWriter adds the kind: ".tmp.mp4"), 
 it is renamed into place or removed. `removing_temporaries_on_signals` turns SIGTERM and SIGINT into a
 clean stop that removes what this process had not finished: only files it made, never a pattern match.
 Finished outputs get the mode a plain open() would give them (0666 less the umask), not mkstemp's 0600.
+`writing(path)` turns the OSError of a failed write into an OutputError naming the output.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import tempfile
 import threading
 from pathlib import Path
 from typing import Iterator
+
+from gsgan_core.errors import OutputError
 
 _live: set[Path] = set()  # temporaries this process made and has neither renamed nor removed
 
@@ -99,6 +102,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Inside: an OSError (disk full, read-only folder, ...) becomes OutputError(path, "cannot write: reason")."""
+    try:
+        yield
+    except OSError as err:
+        raise OutputError(path, f"cannot write: {err.strerror or err}") from None
 
 
 class Stopped(SystemExit):

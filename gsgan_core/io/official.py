@@ -209,7 +209,7 @@ def import_command(argv: list[str] | None = None) -> int:
     """`gsgan-import SNAPSHOT.pkl OUT.safetensors [--which G_ema|G]` (errors: see gsgan_core.cli.console)."""
     import argparse
 
-    from gsgan_core.errors import OutputError
+    from gsgan_core.io.atomic import writing
 
     parser = argparse.ArgumentParser(
         prog="gsgan-import",
@@ -220,10 +220,8 @@ def import_command(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.out.endswith(".safetensors"):
         parser.error(f"{args.out}: the output must be a .safetensors file")
-    try:
+    with writing(args.out):
         info = import_snapshot(args.snapshot, args.out, args.which)
-    except OSError as err:
-        raise OutputError(args.out, f"cannot write: {err.strerror or err}") from None
     config = info.config
     print(f"gsgan-import: wrote {args.out}: {args.which} of {Path(args.snapshot).name}, {config.num_levels} levels, "
           f"{config.num_gaussians:,} Gaussians, {config.image_resolution} px, camera model '{config.camera_model}'")

@@ -12,11 +12,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from gsgan_core.arguments import (FPS_RANGE, PITCH_LIMIT, add_device, parse_colour, parse_device, parse_int_list,
-                                  parse_number, parse_psi, parse_resolution, parse_seed)
-from gsgan_core.errors import CheckpointError, ConfigError, OutputError
-from gsgan_core.io.atomic import removing_temporaries_on_signals
-from gsgan_core.io.open import import_note
+from gsgan_core.arguments import (PITCH_LIMIT, add_background, add_device, add_fps, add_psi, parse_colour, parse_device,
+                                  parse_fps, parse_int_list, parse_number, parse_psi, parse_resolution, parse_seed,
+                                  print_import_note)
+from gsgan_core.errors import CheckpointError, ConfigError
+from gsgan_core.io.atomic import removing_temporaries_on_signals, writing
 
 from .state import RENDER_MODES, TRAJECTORIES, ExplorerState, LatentState, RenderSettings
 
@@ -31,9 +31,7 @@ def _open_engine(checkpoint: str, device: str, prog: str):
     if not path.is_file():
         raise CheckpointError(path, "is not a regular file")
     engine = interactive_engine(parse_device(device))
-    note = import_note(engine.load(checkpoint))
-    if note:
-        print(f"{prog}: {note}", file=sys.stderr)
+    print_import_note(prog, engine.load(checkpoint))
     return engine
 
 
@@ -48,13 +46,13 @@ def render_parser() -> argparse.ArgumentParser:
     p.add_argument("--trajectory", default="turntable", choices=TRAJECTORIES,
                    help="turntable: 360 degrees of yaw; wobble: EG3D yaw/pitch swing; interp: W-space path through the seeds")
     p.add_argument("--frames", type=int, default=120)
-    p.add_argument("--fps", type=float, default=30.0, help="frames per second, in (0, 1000]")
+    add_fps(p)
     p.add_argument("--resolution", type=int, default=512)
-    p.add_argument("--psi", type=float, default=0.7, help="truncation (1 = none, 0 = the average; -1..2)")
+    add_psi(p)
     p.add_argument("--pitch", type=float, default=None,
                    help="turntable elevation in radians, within +-1.55 (89 degrees) (default: the checkpoint's)")
     p.add_argument("--mode", default="rgb", choices=RENDER_MODES)
-    p.add_argument("--background", default="1,1,1", help="r,g,b in [0, 1] (default white)")
+    add_background(p)
     p.add_argument("--grid", action="store_true", help="all seeds side by side in one video")
     add_device(p)
     p.add_argument("--out", required=True, help=".mp4 (H.264), .gif, or .png (a still, or numbered frames)")
@@ -93,7 +91,7 @@ def _render(args, seeds: list[int]) -> int:
 
 def _check_render_args(args, seeds: list[int]) -> None:
     parse_number(args.frames, "--frames", 1, integer=True)  # (argparse reads "--frames=--" as [])
-    parse_number(args.fps, "--fps", *FPS_RANGE, low_open=True)
+    parse_fps(args.fps)
     parse_psi(args.psi)
     if args.pitch is not None:
         parse_number(args.pitch, "--pitch", -PITCH_LIMIT, PITCH_LIMIT)
@@ -125,7 +123,7 @@ def export_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gsgan-export", description="Export one generated head as a 3DGS PLY file.")
     p.add_argument("checkpoint", help=CHECKPOINT_HELP)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--psi", type=float, default=0.7, help="truncation (1 = none, 0 = the average; -1..2)")
+    add_psi(p)
     p.add_argument("--levels", default="all", help="hierarchy levels to keep: all (default), 0-2, or 0,3")
     p.add_argument("--no-background", action="store_true", help="leave the background Gaussians out")
     add_device(p)
@@ -154,10 +152,8 @@ def _export(args, levels: list[int] | None) -> int:
         raise ConfigError(f"--levels {args.levels}: this generator has levels 0..{engine.num_levels() - 1}")
     gaussians = engine.gaussians(LatentState(seed_a=args.seed, psi=args.psi))
     selected = keep_levels(gaussians, levels, background=not args.no_background).to("cpu")
-    try:
+    with writing(out):
         write_ply(out, selected)
-    except OSError as err:
-        raise OutputError(out, f"cannot write: {err.strerror or err}") from None
     counts = ", ".join(f"{'bg' if k < 0 else f'L{k}'}={v}" for k, v in sorted(selected.count_per_level().items()))
     print(f"gsgan-export: wrote {out} ({selected.num_gaussians} Gaussians: {counts})")
     return 0

@@ -15,6 +15,7 @@ import imageio.v2 as imageio_v2
 import imageio.v3 as iio
 import numpy as np
 
+from gsgan_core.arguments import parse_number
 from gsgan_core.errors import OutputError
 from gsgan_core.io.atomic import discard, publish, temporary_beside
 
@@ -62,10 +63,8 @@ class FrameWriter:
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, expected_frames: int = 0):
+        self.fps = float(parse_number(fps, "fps", 0, low_open=True))  # ConfigError for NaN, infinities, <= 0
         self.path = check_output(path, VIDEO_SUFFIXES)
-        if fps <= 0:
-            raise OutputError(self.path, f"fps must be positive, got {fps}")
-        self.fps = float(fps)
         self.kind = self.path.suffix.lower()
         self.expected_frames = expected_frames
         self.count = 0
