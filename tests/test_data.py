@@ -238,7 +238,22 @@ def test_heads_command(tmp_path, capsys):
     out = tmp_path / "h.zip"
     assert dataset_main(["heads", "--count", "2", "--resolution", "16", "--out", str(out), "--jobs", "1"]) == 0
     assert check_dataset(out).num_images == 2
+    capsys.readouterr()  # the progress bar
     assert dataset_main(["heads", "--count", "2", "--resolution", "16", "--out", str(tmp_path / "h.tar")]) == 2
+    assert capsys.readouterr().err == f"gsgan-dataset: error: --out must name a .zip file, got {tmp_path / 'h.tar'}\n"
+
+
+@pytest.mark.parametrize("flags, status, message", [
+    (["--count", "0"], 2, "--count must be at least 1, got 0"),
+    (["--resolution", "4"], 2, "--resolution must be between 8 and 4096 pixels, got 4"),
+    (["--seed", "-1"], 1, "--seed must be in [0, 4294967295], got -1"),
+])
+def test_heads_command_refuses_bad_numbers_in_one_line(tmp_path, capsys, flags, status, message):
+    out = tmp_path / "h.zip"
+    args = {"--count": "1", "--resolution": "8", "--seed": "0", **dict(zip(flags[::2], flags[1::2]))}
+    assert dataset_main(["heads", "--out", str(out), "--jobs", "1", *(x for kv in args.items() for x in kv)]) == status
+    assert capsys.readouterr().err == f"gsgan-dataset: error: {message}\n"
+    assert not out.exists()
 
 
 def test_parallel_check_reports_the_same_first_bad_file(tmp_path):

@@ -1,7 +1,9 @@
 """`gsgan-render` and `gsgan-export` end to end on CPU, their errors for bad arguments, and the
 CLI layer: one error-to-exit wrapper, shared argument readers, imports that only point down."""
 
+import argparse
 import ast
+import errno
 import os
 import signal
 import stat
@@ -17,7 +19,8 @@ import pytest
 from conftest import random_generator
 from gsgan_core import arguments, cli
 from gsgan_core.cli import export_main, render_main
-from gsgan_core.errors import CheckpointError, ConfigError, GsganError
+from gsgan_core.errors import CheckpointError, ConfigError, GsganError, OutputError, UsageError
+from gsgan_core.io.atomic import writing
 from gsgan_core.io.checkpoint import save_checkpoint
 from gsgan_core.io.ply import read_ply
 from gsgan_core.models.config import preset
@@ -125,13 +128,37 @@ def test_console_turns_library_errors_into_one_line_and_status_1(capsys):
     assert cli.console("gsgan-x", lambda argv: None, []) == 0
     assert not hasattr(cli, "_not_implemented")
 
+    def refused(argv):  # a value the command cannot take at all: argparse's status, 2
+        raise UsageError("--out must name a .zip file, got a.tar")
+
+    assert cli.console("gsgan-x", refused, []) == 2
+    assert capsys.readouterr().err == "gsgan-x: error: --out must name a .zip file, got a.tar\n"
+
+
+def test_writing_names_the_output_that_could_not_be_written(tmp_path):
+    out = tmp_path / "a.ply"
+    with pytest.raises(OutputError) as caught:
+        with writing(out):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert str(caught.value) == f"{out}: cannot write: No space left on device"
+    with writing(out):
+        out.write_text("fine")
+    assert out.read_text() == "fine"
+
 
 def test_shared_argument_readers():
     assert arguments.parse_int_list("0-2,7", "seed") == [0, 1, 2, 7]
     assert arguments.parse_device("cpu").type == "cpu"
     assert arguments.parse_resolution(8) == 8
+    assert arguments.parse_fps(1000) == 1000.0
+    parser = argparse.ArgumentParser()
+    for add in (arguments.add_device, arguments.add_psi, arguments.add_fps, arguments.add_background):
+        add(parser)
+    assert vars(parser.parse_args([])) == {"device": "auto", "psi": 0.7, "fps": 30.0, "background": "1,1,1"}
+    assert "-1..2" in parser.format_help() and "1000]" in parser.format_help()
     for call in (lambda: arguments.parse_device("no-such-device"), lambda: arguments.parse_resolution(4097),
-                 lambda: arguments.parse_colour("1,1"), lambda: arguments.parse_int_list("", "level")):
+                 lambda: arguments.parse_colour("1,1"), lambda: arguments.parse_int_list("", "level"),
+                 lambda: arguments.parse_fps(float("nan")), lambda: arguments.parse_fps(0)):
         with pytest.raises(ConfigError):
             call()
     assert issubclass(ConfigError, GsganError)
@@ -248,7 +275,7 @@ def test_heads_refuses_to_overwrite_an_existing_zip_without_force(tmp_path, caps
     out.write_bytes(b"a dataset someone made over a day")
     args = ["heads", "--count", "1", "--resolution", "8", "--jobs", "1", "--out", str(out)]
     assert cli.dataset_main(args) == 1
-    assert capsys.readouterr().err == f"gsgan-dataset heads: {out}: already exists; add --force to replace it\n"
+    assert capsys.readouterr().err == f"gsgan-dataset: error: {out}: already exists; add --force to replace it\n"
     assert out.read_bytes() == b"a dataset someone made over a day"
     (tmp_path / "folder.zip").mkdir()
     assert cli.dataset_main([*args[:-2], "--out", str(tmp_path / "folder.zip"), "--force"]) == 1

@@ -1,12 +1,16 @@
-"""`gsgan-dataset heads ...` (make the procedural heads dataset) and `gsgan-dataset check PATH`."""
+"""`gsgan-dataset heads ...` (make the procedural heads dataset) and `gsgan-dataset check PATH`.
+
+Errors are raised as typed errors; `gsgan_core.cli.console` prints them (exit status 2 for an --out that is
+not a .zip or a --count/--resolution out of range, 1 otherwise).
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-from gsgan_core.errors import DatasetError
+from gsgan_core.arguments import parse_number, parse_resolution, parse_seed
+from gsgan_core.errors import ConfigError, OutputError, UsageError
 
 
 def dataset_command(argv: list[str] | None = None) -> int:
@@ -24,37 +28,37 @@ def dataset_command(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check", help="validate a dataset folder or .zip (what training does first)")
     check.add_argument("path")
     args = parser.parse_args(argv)
-
     if args.command == "heads":
-        from gsgan_core.data.heads import make_heads_dataset
+        return _heads(args)
+    return _check(args.path)
 
-        if not args.out.endswith(".zip"):
-            print(f"gsgan-dataset heads: --out must name a .zip file, got {args.out}", file=sys.stderr)
-            return 2
-        if args.count < 1 or args.resolution < 8:
-            print("gsgan-dataset heads: --count must be >= 1 and --resolution >= 8", file=sys.stderr)
-            return 2
-        if os.path.isdir(args.out):
-            print(f"gsgan-dataset heads: {args.out}: is a folder; give a .zip file name", file=sys.stderr)
-            return 1
-        if os.path.lexists(args.out) and not args.force:
-            print(f"gsgan-dataset heads: {args.out}: already exists; add --force to replace it", file=sys.stderr)
-            return 1
-        try:
-            make_heads_dataset(args.out, args.count, args.resolution, args.seed, args.jobs or None, cameras=args.cameras)
-        except OSError as err:
-            print(f"gsgan-dataset heads: cannot write {args.out}: {err}", file=sys.stderr)
-            return 1
-        print(f"wrote {args.count} heads at {args.resolution}x{args.resolution} to {args.out}")
-        return 0
 
+def _heads(args) -> int:
+    from gsgan_core.data.heads import make_heads_dataset
+    from gsgan_core.io.atomic import writing
+
+    if not args.out.endswith(".zip"):
+        raise UsageError(f"--out must name a .zip file, got {args.out}")
+    try:  # a size out of range is a usage error (status 2), like the --out above
+        parse_number(args.count, "--count", 1, integer=True)
+        parse_resolution(args.resolution)
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
+    parse_seed(args.seed)
+    if os.path.isdir(args.out):
+        raise OutputError(args.out, "is a folder; give a .zip file name")
+    if os.path.lexists(args.out) and not args.force:
+        raise OutputError(args.out, "already exists; add --force to replace it")
+    with writing(args.out):
+        make_heads_dataset(args.out, args.count, args.resolution, args.seed, args.jobs or None, cameras=args.cameras)
+    print(f"wrote {args.count} heads at {args.resolution}x{args.resolution} to {args.out}")
+    return 0
+
+
+def _check(path: str) -> int:
     from gsgan_core.data.dataset import check_dataset
 
-    try:
-        info = check_dataset(args.path, progress=True)
-    except DatasetError as err:
-        print(f"gsgan-dataset check: {err}", file=sys.stderr)
-        return 1
+    info = check_dataset(path, progress=True)  # DatasetError: the console prints it, exit status 1
     kind = "RGBA" if info.channels == 4 else "RGB"
     print(f"{info.path}: OK, {info.num_images} images, {info.resolution}x{info.resolution}, {kind}")
     return 0

@@ -13,6 +13,7 @@ is kept so that training can composite reals on a random background colour.
 `check_dataset` opens every image once before training starts, so a broken file is reported by
 name up front instead of crashing a run hours in. `ImageDataset` reads items lazily (each worker
 process opens the zip itself) and can append x-flipped copies with their mirrored cameras.
+`real_images` composites items on white at a given resolution, as metrics compare them.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import torch
 from gsgan_core.cameras import cameras_to_labels, labels_to_cameras, mirror_cameras
 from gsgan_core.errors import DatasetError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 LABEL_FILE = "dataset.json"
 
 
@@ -422,3 +422,12 @@ def composite(
     rgb, alpha = x[:, :3], x[:, 3:]
     rgb = rgb * alpha + background[:, :, None, None] * (1 - alpha)
     return rgb * 2 - 1
+
+
+def real_images(dataset: ImageDataset, indices, resolution: int) -> torch.Tensor:  # -> [n, 3, R, R] in [-1, 1]
+    """Items `indices` of `dataset` (RGBA uint8) over white, area-resized to `resolution`: the reals that
+    gsgan-metrics and training's SWD compare with generated images (`models.sampling.fake_images`)."""
+    images = composite(torch.stack([dataset[int(i)][0] for i in indices]), torch.ones(len(indices), 3))
+    if images.shape[-1] != resolution:
+        images = torch.nn.functional.interpolate(images, size=(resolution, resolution), mode="area")
+    return images

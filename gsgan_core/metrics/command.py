@@ -18,9 +18,11 @@ import sys
 
 import torch
 
-from gsgan_core.arguments import parse_device, parse_number, parse_seed
-from gsgan_core.errors import ConfigError, DatasetError
-from gsgan_core.models.sampling import fake_images, real_images  # noqa: F401  (also this module's API)
+from gsgan_core.arguments import add_device, parse_device, parse_number, parse_seed
+from gsgan_core.errors import ConfigError, DatasetError, UsageError
+from gsgan_core.models.sampling import fake_images
+
+METRICS = ("swd", "fid", "levels")  # what --metrics may name
 
 # Fewer images than these per set and the figure says more about the sample than about the generator:
 # SWD's noise between two samples of the same images grows past most differences between generators,
@@ -36,23 +38,22 @@ def metrics_command(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="EG3D dataset (folder or .zip) of real images")
     parser.add_argument("--num", type=int, default=1000, help="images per set (at least 1; at most half the "
                         "dataset, so that the real-vs-real floor has two disjoint sets)")
-    parser.add_argument("--metrics", default="swd", help="comma-separated: swd, fid, levels (each hierarchy "
-                        "level's share of the image, on 16 of the images; near 0 = a dead level)")
+    parser.add_argument("--metrics", default="swd", help=f"comma-separated: {', '.join(METRICS)} (levels: each "
+                        "hierarchy level's share of the image, on 16 of the images; near 0 = a dead level)")
     parser.add_argument("--swd-normalise", choices=["per-set", "joint", "both"], default="per-set",
                         help="per-set: the original SWD's (each set's patches by its own statistics); joint: one "
                         "normalisation for both sets, stricter about contrast; both: the two, the joint one as swd_joint*")
     parser.add_argument("--fid-weights", default="", help="local FID Inception weights (.pth or .safetensors)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
+    add_device(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     args = parser.parse_args(argv)
     wanted = [m.strip() for m in args.metrics.split(",") if m.strip()]
-    unknown = sorted(set(wanted) - {"swd", "fid", "levels"})
+    unknown = sorted(set(wanted) - set(METRICS))
     if unknown:
-        print(f"gsgan-metrics: unknown metric(s) {unknown}; known: swd, fid, levels", file=sys.stderr)
-        return 2
+        raise UsageError(f"--metrics: unknown metric(s) {unknown}; known: {', '.join(METRICS)}")
     if not wanted:
-        raise ConfigError("--metrics names no metric; known: swd, fid, levels")
+        raise ConfigError(f"--metrics names no metric; known: {', '.join(METRICS)}")
     parse_number(args.num, "--num", 1, integer=True)
     parse_seed(args.seed)
     device = parse_device(args.device)
@@ -92,7 +93,7 @@ def _measure(args, wanted: list[str], device: torch.device, results: dict, warni
     """Fills `results`; raises GsganError (the console prints it) for a bad file or flag."""
     from tqdm import tqdm
 
-    from gsgan_core.data.dataset import ImageDataset, check_dataset
+    from gsgan_core.data.dataset import ImageDataset, check_dataset, real_images
     from gsgan_core.io.open import load_generator
     from gsgan_core.metrics.fid import FIDUnavailable, fid
     from gsgan_core.metrics.swd import sliced_wasserstein
