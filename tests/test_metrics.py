@@ -184,8 +184,8 @@ def test_metrics_and_the_shared_sampling_helpers_do_not_import_training():
 
 
 def test_fake_and_real_images_match_generate_images_and_the_dataset(tmp_path):
-    from gsgan_core.data.dataset import ImageDataset, composite
-    from gsgan_core.models.sampling import fake_images, generate_images, real_images, z_from_seeds
+    from gsgan_core.data.dataset import ImageDataset, composite, real_images
+    from gsgan_core.models.sampling import fake_images, generate_images, z_from_seeds
 
     data = tmp_path / "heads.zip"
     make_heads_dataset(data, 4, 16, seed=0, processes=1, progress=False)
@@ -199,8 +199,9 @@ def test_fake_and_real_images_match_generate_images_and_the_dataset(tmp_path):
     labels = dataset.labels[:3]
     fakes = fake_images(G, labels, 16, seed=5, batch=2, backend="reference")  # two batches
     with torch.no_grad():
-        direct, _ = generate_images(G, z_from_seeds([5, 6, 7], G.config.z_dim), labels, labels[:, None],
-                                    torch.ones(3, 1, 3), 16, "reference")
+        direct, _ = generate_images(G, z_from_seeds([5, 6, 7], G.config.z_dim), mapping_labels=labels,
+                                    render_labels=labels[:, None], backgrounds=torch.ones(3, 1, 3), resolution=16,
+                                    backend="reference")
     assert fakes.shape == (3, 3, 16, 16) and torch.allclose(fakes, direct, atol=1e-5)
 
 
@@ -218,15 +219,17 @@ def small_run(tmp_path_factory):
     return str(ckpt), str(data), str(other)
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--num", "0"], "--num must be at least 1, got 0"),
-    (["--num", "-5"], "--num must be at least 1, got -5"),
-    (["--seed", "-1"], "--seed must be in [0, 4294967295], got -1"),
-    (["--metrics", ","], "--metrics names no metric; known: swd, fid, levels"),
+@pytest.mark.parametrize("flags, message, status", [
+    (["--num", "0"], "--num must be at least 1, got 0", 1),
+    (["--num", "-5"], "--num must be at least 1, got -5", 1),
+    (["--seed", "-1"], "--seed must be in [0, 4294967295], got -1", 1),
+    (["--metrics", ","], "--metrics names no metric; known: swd, fid, levels", 1),
+    (["--metrics", "swd,kid"], "--metrics: unknown metric(s) ['kid']; known: swd, fid, levels", 2),
+    (["--device", "tpu9"], "--device 'tpu9': expected cuda, cpu or auto", 1),
 ])
-def test_bad_flags_give_one_line_before_any_work(small_run, flags, message, capsys):
+def test_bad_flags_give_one_line_before_any_work(small_run, flags, message, status, capsys):
     ckpt, data, _ = small_run
-    assert metrics_main(["--network", ckpt, "--data", data, *flags]) == 1
+    assert metrics_main(["--network", ckpt, "--data", data, *flags]) == status
     err = capsys.readouterr().err
     assert err == f"gsgan-metrics: error: {message}\n"
 

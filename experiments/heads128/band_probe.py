@@ -27,11 +27,11 @@ from collections.abc import Callable
 
 import torch
 
-from gsgan_core.data.dataset import ImageDataset
+from gsgan_core.data.dataset import ImageDataset, real_images
 from gsgan_core.gaussians import SH_C0, Gaussians
 from gsgan_core.io.checkpoint import load_checkpoint
-from gsgan_core.metrics.command import fake_images, real_images
 from gsgan_core.metrics.swd import sliced_wasserstein
+from gsgan_core.models.sampling import fake_images
 from gsgan_core.train.losses import blur_images
 
 

@@ -24,9 +24,9 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from gsgan_core.data.dataset import ImageDataset
+from gsgan_core.data.dataset import ImageDataset, real_images
 from gsgan_core.io.checkpoint import load_checkpoint
-from gsgan_core.metrics.command import fake_images, real_images
+from gsgan_core.models.sampling import fake_images
 
 from band_probe import EditedGenerator, without_levels  # this script's folder
 

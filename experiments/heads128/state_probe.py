@@ -29,13 +29,12 @@ from pathlib import Path
 
 import torch
 
-from gsgan_core.data.dataset import ImageDataset, composite
+from gsgan_core.data.dataset import ImageDataset, composite, real_images
 from gsgan_core.errors import GsganError
 from gsgan_core.io.checkpoint import load_checkpoint
-from gsgan_core.metrics.command import fake_images, real_images
 from gsgan_core.metrics.swd import sliced_wasserstein
 from gsgan_core.models.discriminator import Discriminator
-from gsgan_core.models.sampling import generate_images
+from gsgan_core.models.sampling import fake_images, generate_images
 from gsgan_core.train.state import read_training_state
 
 
@@ -64,7 +63,9 @@ def memorising(args) -> None:
     labels, z = heldout.labels[:num], torch.randn(num, G.config.z_dim, generator=rng)
     background = torch.rand(num, 1, 3, generator=rng)
     with torch.no_grad():
-        fakes = torch.cat([generate_images(G, z[i : i + 32], None, labels[i : i + 32, None], background[i : i + 32], R)[0]
+        fakes = torch.cat([generate_images(G, z[i : i + 32], mapping_labels=None,
+                                           render_labels=labels[i : i + 32, None],
+                                           backgrounds=background[i : i + 32], resolution=R)[0]
                            for i in range(0, num, 32)])
     rows["generated"] = logits(fakes, labels)
     print(f"D's logits at {info['progress']['nimg'] / 1000:.1f} kimg, {num} images each")

@@ -1,9 +1,10 @@
-"""Images from a generator and from a dataset, as training, its snapshots and gsgan-metrics see them.
+"""Images from a generator, as training, its snapshots and gsgan-metrics see them.
 
     generate_images   z, cameras -> rendered images in [-1, 1] (+ level-0 anchors, for the regularisers)
     fake_images       seeds + camera labels -> images on white, in batches, without gradients
-    real_images       dataset indices -> RGBA images composited on white, resized to the resolution
     random_labels     camera labels drawn from a dataset's
+
+The real images they are compared with come from `gsgan_core.data.dataset.real_images`.
 
 Either generator architecture works: each carries `config.camera_model`, `c_dim` and
 `view_dependent_color`, and `mapping` / `synthesize(ws, view_dirs, return_anchors=True)`.
@@ -12,19 +13,19 @@ Either generator architecture works: each carries `config.camera_model`, `c_dim`
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from gsgan_core.cameras import camera_forward, labels_to_cameras, to_rasterizer
 from gsgan_core.models.generator import z_from_seeds
 from gsgan_core.render import render
 
-__all__ = ["fake_images", "generate_images", "random_labels", "real_images", "z_from_seeds"]
+__all__ = ["fake_images", "generate_images", "random_labels", "z_from_seeds"]
 
 
 def generate_images(
     G: nn.Module,
     z: Tensor,  # [B, z_dim]
+    *,
     mapping_labels: Tensor | None,  # [B, 25] camera labels the mapping sees (pose-conditioned G only)
     render_labels: Tensor,  # [B, V, 25] cameras to render each scene from
     backgrounds: Tensor,  # [B, V, 3] colours in [0, 1]
@@ -71,21 +72,11 @@ def fake_images(
         for start in range(0, len(labels), batch):
             c = labels[start : start + batch].to(device)
             z = z_from_seeds(range(seed + start, seed + start + len(c)), G.config.z_dim, device)
-            images, _ = generate_images(G, z, c if G.config.c_dim else None, c[:, None],
-                                        torch.ones(len(c), 1, 3, device=device), resolution, backend,
-                                        supersample=supersample)
+            images, _ = generate_images(G, z, mapping_labels=c if G.config.c_dim else None, render_labels=c[:, None],
+                                        backgrounds=torch.ones(len(c), 1, 3, device=device), resolution=resolution,
+                                        backend=backend, supersample=supersample)
             out.append(images.cpu())
     return torch.cat(out)
-
-
-def real_images(dataset, indices, resolution: int) -> Tensor:  # -> [n, 3, R, R] in [-1, 1] on white
-    """Items `indices` of an ImageDataset (RGBA uint8) over white, area-resized to `resolution`."""
-    from gsgan_core.data.dataset import composite
-
-    images = composite(torch.stack([dataset[int(i)][0] for i in indices]), torch.ones(len(indices), 3))
-    if images.shape[-1] != resolution:
-        images = F.interpolate(images, size=(resolution, resolution), mode="area")
-    return images
 
 
 def random_labels(all_labels: Tensor, n: int, rng: torch.Generator) -> Tensor:  # [N, 25] -> [n, 25]

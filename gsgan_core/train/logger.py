@@ -20,7 +20,8 @@ import torch
 from gsgan_core.cameras import OrbitPose, cameras_to_labels, orbit_camera
 from gsgan_core.io.atomic import atomic_write_bytes
 from gsgan_core.io.checkpoint import save_checkpoint
-from gsgan_core.models.sampling import fake_images, generate_images, random_labels, real_images, z_from_seeds
+from gsgan_core.data.dataset import real_images
+from gsgan_core.models.sampling import fake_images, generate_images, random_labels, z_from_seeds
 from gsgan_core.train.data import dataset_identity
 from gsgan_core.train.run import Run
 from gsgan_core.train.state import STATE_FILE, save_training_state
@@ -43,8 +44,9 @@ def snapshot_grid(run: Run, pose: OrbitPose) -> np.ndarray:
     mapping_labels = labels[len(yaws) // 2].expand(len(seeds), 25) if G.config.c_dim else None
     background = torch.ones(len(seeds), len(yaws), 3, device=run.device)
     with torch.no_grad():
-        images, _ = generate_images(G, z, mapping_labels, labels.expand(len(seeds), -1, -1), background, R,
-                                    config.render_backend, supersample=config.render_supersample)
+        images, _ = generate_images(G, z, mapping_labels=mapping_labels,
+                                    render_labels=labels.expand(len(seeds), -1, -1), backgrounds=background,
+                                    resolution=R, backend=config.render_backend, supersample=config.render_supersample)
     images = ((images + 1) * 127.5).clamp(0, 255).to(torch.uint8).cpu()  # [S*V, 3, R, R]
     grid = images.view(len(seeds), len(yaws), 3, R, R).permute(0, 3, 1, 4, 2)
     return grid.reshape(len(seeds) * R, len(yaws) * R, 3).numpy()

@@ -70,9 +70,9 @@ def step_inputs(run: Run, batch: tuple[Tensor, Tensor]) -> StepInputs:
 
 
 def _fakes(run: Run, x: StepInputs, update_w_avg: bool = False) -> tuple[Tensor, Tensor]:
-    return generate_images(run.G, x.z, x.mapping_labels, x.render_labels, x.fake_backgrounds, run.resolution,
-                           run.config.render_backend, update_w_avg=update_w_avg,
-                           supersample=run.config.render_supersample)
+    return generate_images(run.G, x.z, mapping_labels=x.mapping_labels, render_labels=x.render_labels,
+                           backgrounds=x.fake_backgrounds, resolution=run.resolution, backend=run.config.render_backend,
+                           update_w_avg=update_w_avg, supersample=run.config.render_supersample)
 
 
 def generator_phase(run: Run, x: StepInputs) -> dict[str, Tensor]:
