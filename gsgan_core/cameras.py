@@ -14,6 +14,7 @@ Every function works on any device and dtype and broadcasts over leading batch d
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -27,7 +28,6 @@ FFHQ_FOCAL = 4.2647  # normalised focal length of EG3D's FFHQ labels
 FFHQ_FOV_DEG = math.degrees(2.0 * math.atan(1.0 / (2.0 * FFHQ_FOCAL)))  # ~13.37 degrees
 FFHQ_RADIUS = 2.7
 FFHQ_PIVOT = (0.0, 0.0, 0.2)
-AFHQ_PIVOT = (0.0, 0.0, -0.06)
 
 # Camera models: how a camera (cam2world + label intrinsics) becomes the rasterizer's view.
 #   "label": the label's intrinsics, the rigid inverse of cam2world (EG3D, gsgan's own generators).
@@ -280,7 +280,7 @@ class OrbitPose:
         """Inverse of `to_dict`. Every field is required and unknown keys are refused (CameraError)."""
         if not isinstance(data, dict):
             raise CameraError(f"an orbit pose must be a dict, got {type(data).__name__}")
-        names = ("yaw", "pitch", "radius", "pivot", "fov_deg")
+        names = tuple(f.name for f in dataclasses.fields(cls))
         missing = [n for n in names if n not in data]
         if missing:
             raise CameraError(f"orbit pose is missing {', '.join(missing)}")

@@ -276,6 +276,8 @@ def _assert_refused(path, *words):
     (_set_json("config", "up_ratio", 0), ["'config'", "up_ratio"]),
     (_set_json("config", "mapping_layers", 10**9), ["'config'", "mapping_layers"]),
     (_set_json("camera", "pivot", None), ["'camera'", "pivot"]),
+    (_set_json("camera", "yaw", "0"), ["'camera'", "yaw", "number"]),  # every OrbitPose field is type-checked
+    (_set_json("camera", "fov_deg", None), ["'camera'", "fov_deg", "null"]),
     # found by tests/test_fuzz_checkpoint.py:
     (_set_json("camera", "pivot", [0, 0, 10**400]), ["'camera'", "pivot[2]", "finite"]),  # was OverflowError
     (_set_json("config", "background_radius", 1e-300), ["'config'", "background_radius", "float32"]),  # log(0)

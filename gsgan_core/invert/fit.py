@@ -47,7 +47,6 @@ from .losses import PIXEL_LOSSES, Perceptual, image_loss
 from .target import Target
 
 MODES = ("w", "w+", "pti")
-STAGES = ("search", "w", "w+", "pti")
 Cancel = threading.Event | Callable[[], bool] | None
 
 

@@ -275,8 +275,7 @@ _TRAINING_FIELDS = {"kimg": (float, 0, None), "step": (int, 0, 2**62), "render_s
                     "imported_from": (str, None, None), "network": (str, None, None),
                     "module_sha256": (str, None, None)}
 _DATASET_FIELDS = {"name": (str, None, None), "resolution": (int, 1, 1 << 16)}
-_CAMERA_FIELDS = {"yaw": (float, None, None), "pitch": (float, None, None), "radius": (float, None, None),
-                  "fov_deg": (float, None, None), "pivot": (tuple[float, ...], None, None)}
+_CAMERA_FIELDS = {f.name: (typing.get_type_hints(OrbitPose)[f.name], None, None) for f in dataclasses.fields(OrbitPose)}
 
 
 def _check_fields(path: Path, what: str, data: dict[str, Any], fields: dict[str, tuple[Any, Any, Any]]) -> None:
