@@ -88,9 +88,9 @@ def discriminator_preset(name: str, **overrides) -> DiscriminatorConfig:
 # ====================================================================== convolution with fast R1
 # R1 differentiates D's input gradient with respect to D's weights: a double backward through every
 # convolution. PyTorch's built-in double backward of conv2d computes one of its terms as a convolution
-# with the gradient image as the *kernel*; cuDNN runs that at about 1 s per call at 256x256 on an
-# H200 (5 s per R1 step, measured). As StyleGAN2-ADA's conv2d_gradfix does, the three operations
-# below (conv, its input gradient, its weight gradient) define each other's gradients, so every
+# with the gradient image as the *kernel*, a shape cuDNN has no fast kernel for: at 256x256 these calls
+# alone take seconds per R1 step, even on a fast GPU. As StyleGAN2-ADA's conv2d_gradfix does, the three
+# operations below (conv, its input gradient, its weight gradient) define each other's gradients, so every
 # order of differentiation runs ordinary cuDNN forward/backward-data/backward-weight kernels.
 # Stride 1, groups 1, "same" padding only: that is all this discriminator uses.
 class _Conv2d(torch.autograd.Function):
