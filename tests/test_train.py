@@ -369,6 +369,17 @@ def test_ddp_two_cpu_processes_stay_in_sync(heads, tmp_path):
     assert load_checkpoint(tmp_path / "run" / "network-snapshot-final.safetensors")[1].training["step"] == 2
 
 
+def test_the_device_is_read_as_every_command_reads_it(monkeypatch):
+    from gsgan_core.train.distributed import init_distributed
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert init_distributed("cpu").device == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert init_distributed("auto").device == torch.device("cpu")
+        with pytest.raises(ConfigError, match="--device cuda: CUDA is not available"):
+            init_distributed("cuda")
+
+
 def test_data_order_is_a_function_of_the_step_and_splits_over_processes():
     from gsgan_core.train.data import StepBatches
     from gsgan_core.train.distributed import Dist

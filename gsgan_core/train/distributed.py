@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from gsgan_core.arguments import parse_device
+
 
 @dataclass
 class Dist:
@@ -27,10 +29,12 @@ class Dist:
 
 
 def init_distributed(device_request: str) -> Dist:
-    """Reads torchrun's environment; NCCL on CUDA, gloo on CPU."""
+    """Reads torchrun's environment; NCCL on CUDA, gloo on CPU. `device_request` is read as every command
+    reads --device (auto: CUDA when available; cuda without CUDA: ConfigError); on CUDA each process takes
+    the GPU of its LOCAL_RANK."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device_request == "cuda" or (device_request == "auto" and torch.cuda.is_available())
+    use_cuda = parse_device(device_request).type == "cuda"
     device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(device)
