@@ -87,8 +87,8 @@ def invert_command(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise OutputError(out, "is a file; --out names a folder")
-    check_output(out / RESULT_NAME, (".safetensors",))  # creates the folder, proves it writable
-    video = check_output(out / args.video, VIDEO_SUFFIXES)
+    if Path(args.video).suffix.lower() not in VIDEO_SUFFIXES:
+        check_output(out / args.video, VIDEO_SUFFIXES)  # the type's message, before the folder is made
     pixels = read_image(args.image)  # before the slow parts: a bad image or label fails at once
     label = None if args.camera == "auto" else read_label(args.camera, image_name=args.image)
     device = parse_device(args.device)
@@ -98,6 +98,8 @@ def invert_command(argv: list[str] | None = None) -> int:
     print_import_note("gsgan-invert", info)
     resolution = info.resolution
     target = target_from_array(pixels, resolution, str(args.image))
+    check_output(out / RESULT_NAME, (".safetensors",))  # every input read: now create the folder, prove it writable
+    video = check_output(out / args.video, VIDEO_SUFFIXES)
     settings = InvertSettings(mode=args.mode, pixel_loss=args.pixel_loss, background=background, seed=args.seed,
                               search_steps=args.search_steps, preview_every=0).with_steps(args.steps)
     result = _run(G, target, "auto" if label is None else label, settings, info, perceptual, args)
