@@ -73,7 +73,9 @@ def metrics_command(argv: list[str] | None = None) -> int:
 
 def _warn(warnings: list[str], text: str) -> None:
     warnings.append(text)
-    print(f"gsgan-metrics: warning: {text}", file=sys.stderr)
+    from tqdm import tqdm
+
+    tqdm.write(f"gsgan-metrics: warning: {text}", file=sys.stderr)  # on its own line, not inside a progress bar
 
 
 def _in_batches(total: int, desc: str, make) -> torch.Tensor:
