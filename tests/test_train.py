@@ -697,7 +697,7 @@ def test_init_g_takes_the_architecture_from_the_file(heads, tmp_path):
                           preset="heads128", max_steps=1, device="cpu"))
     with pytest.raises(TrainingError, match="--g-background True does not fit the generator in the file"):
         train(TrainConfig(data=heads, outdir=str(tmp_path / "x"), init_g=str(tmp_path / "g.safetensors"),
-                          given=frozenset({"g_background"}), max_steps=1, device="cpu"))
+                          g_background=True, given=frozenset({"g_background"}), max_steps=1, device="cpu"))
 
 
 def test_a_run_from_its_parts(heads, tmp_path):
