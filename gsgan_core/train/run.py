@@ -211,8 +211,8 @@ def _saved_networks(info: dict, dataset: ImageDataset | None) -> dict[str, objec
 
 
 def _check_same_data(saved: dict | None, dataset: ImageDataset, source: str) -> None:
-    """The run's dataset, wherever it is now: as many images, of the same size (states that do not
-    record it pass)."""
+    """The run's dataset, wherever it is now: as many images, of the same size, with the same camera
+    labels (what a state does not record is not checked)."""
     now = dataset_identity(dataset)
     labels_differ = "labels_sha256" in (saved or {}) and saved["labels_sha256"] != now["labels_sha256"]
     if saved and ((saved["images"], saved["resolution"]) != (now["images"], now["resolution"]) or labels_differ):
